@@ -1,0 +1,133 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+export type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const integer = (min: number, max: number) =>
+  z.coerce.number({ error: 'must be a whole number' }).int('must be a whole number').min(min).max(max);
+
+const boolean = z.enum(['true', 'false'], { error: 'must be true or false' }).transform((v) => v === 'true');
+
+/** A comma-separated list; blanks around items are ignored, empty items dropped. */
+const list = z.string().transform((v) =>
+  v
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0),
+);
+
+const secretList = list.pipe(z.array(z.string().min(16, 'each secret must be at least 16 characters')).min(1));
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['production', 'development', 'test']).default('development'),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional(),
+  DATA_DIR: z.string().default('./data'),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PORT: integer(0, 65535).default(3000),
+  LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
+  BODY_LIMIT_BYTES: integer(1024, 100 * 1024 * 1024).default(1024 * 1024),
+  ACK_DEADLINE_MS: integer(100, 2000).default(1500),
+  SHUTDOWN_TIMEOUT_MS: integer(1000, 30_000).default(25_000),
+  DATABASE_POOL_SIZE: integer(1, 100).default(10),
+
+  PATIRO_SIGNING_SECRET: secretList.optional(),
+  PATIRO_TIMESTAMP_TOLERANCE_SECONDS: integer(0, 7 * 24 * 3600).default(300),
+  PATIRO_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  PATIRO_BASIC_AUTH: z
+    .string()
+    .regex(/^[^:]+:.+$/, 'must be user:password')
+    .optional(),
+
+  PHYSITRACK_API_KEY: secretList.optional(),
+  PHYSITRACK_TOKENS: list.pipe(z.array(z.string()).min(1, 'must list at least one token')).optional(),
+  PHYSITRACK_FILE_URL_HOSTS: list
+    .pipe(z.array(z.string()).min(1, 'must list at least one host'))
+    .default(['physitrack.com', '*.physitrack.com', 'physitrackuploads.s3.amazonaws.com']),
+  DOWNLOAD_ALLOW_PRIVATE_ADDRESSES: boolean.default(false),
+  DOWNLOAD_CONCURRENCY: integer(1, 64).default(4),
+  DOWNLOAD_TIMEOUT_MS: integer(1000, 10 * 60_000).default(30_000),
+  DOWNLOAD_MAX_BYTES: integer(1024, 1024 * 1024 * 1024).default(50 * 1024 * 1024),
+  DOWNLOAD_RETRY_BASE_MS: integer(10, 30 * 60_000).default(5000),
+  DOWNLOAD_DEADLINE_HOURS: integer(1, 24 * 30).default(24),
+  DOWNLOAD_LEASE_SECONDS: integer(1, 3600).default(60),
+  PDF_STORAGE: z.enum(['database', 'filesystem']).default('database'),
+  PDF_DIR: z.string().optional(),
+});
+
+export type Config = ReturnType<typeof toConfig>;
+
+function toConfig(env: z.infer<typeof envSchema>) {
+  const dataDir = path.resolve(env.DATA_DIR);
+  return {
+    nodeEnv: env.NODE_ENV,
+    isProduction: env.NODE_ENV === 'production',
+    databaseUrl: env.DATABASE_URL,
+    dataDir,
+    host: env.HOST,
+    port: env.PORT,
+    logLevel: env.LOG_LEVEL,
+    bodyLimitBytes: env.BODY_LIMIT_BYTES,
+    ackDeadlineMs: env.ACK_DEADLINE_MS,
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    databasePoolSize: env.DATABASE_POOL_SIZE,
+    patiro: {
+      signingSecrets: env.PATIRO_SIGNING_SECRET ?? [],
+      timestampToleranceSeconds: env.PATIRO_TIMESTAMP_TOLERANCE_SECONDS,
+      token: env.PATIRO_TOKEN,
+      basicAuth: env.PATIRO_BASIC_AUTH,
+    },
+    physitrack: {
+      apiKeys: env.PHYSITRACK_API_KEY ?? [],
+      tokens: env.PHYSITRACK_TOKENS,
+      fileUrlHosts: env.PHYSITRACK_FILE_URL_HOSTS,
+    },
+    download: {
+      allowPrivateAddresses: env.DOWNLOAD_ALLOW_PRIVATE_ADDRESSES,
+      concurrency: env.DOWNLOAD_CONCURRENCY,
+      timeoutMs: env.DOWNLOAD_TIMEOUT_MS,
+      maxBytes: env.DOWNLOAD_MAX_BYTES,
+      retryBaseMs: env.DOWNLOAD_RETRY_BASE_MS,
+      deadlineHours: env.DOWNLOAD_DEADLINE_HOURS,
+      leaseSeconds: env.DOWNLOAD_LEASE_SECONDS,
+    },
+    storage: {
+      kind: env.PDF_STORAGE,
+      pdfDir: path.resolve(env.PDF_DIR ?? path.join(dataDir, 'pdf')),
+    },
+  };
+}
+
+export class ConfigError extends Error {
+  readonly code = 'WH_ERR_CONFIG';
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Treats an empty variable as unset, so `FOO=` in a .env file means "use the default". */
+function withoutEmpty(env: Env): Env {
+  return Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
+}
+
+/** Parses every variable at once so one error lists every problem. Never reads process.env itself. */
+export function loadConfig(env: Env): Config {
+  const parsed = envSchema.safeParse(withoutEmpty(env));
+  const problems = parsed.success ? [] : parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
+  if (parsed.success) problems.push(...crossChecks(parsed.data));
+  if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
+  return toConfig(parsed.data);
+}
+
+function crossChecks(env: z.infer<typeof envSchema>): string[] {
+  const problems: string[] = [];
+  if (env.NODE_ENV === 'production' && !env.DATABASE_URL) {
+    problems.push('DATABASE_URL: is required when NODE_ENV=production (the embedded database is for development only)');
+  }
+  return problems;
+}

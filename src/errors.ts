@@ -1,0 +1,33 @@
+/**
+ * The errors a sender can cause, each with a stable code and the status it answers.
+ * Match on `code`, never on the message.
+ */
+export const ERRORS = {
+  WH_ERR_UNAUTHENTICATED: { status: 401, message: 'Authentication failed' },
+  WH_ERR_BAD_JSON: { status: 400, message: 'The body is not valid JSON' },
+  WH_ERR_BAD_PAYLOAD: { status: 400, message: 'The payload is missing fields or has fields of the wrong type' },
+  WH_ERR_BODY_TOO_LARGE: { status: 413, message: 'The body is larger than the limit' },
+  WH_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The content type must be application/json' },
+  WH_ERR_URL_REFUSED: { status: 422, message: 'The file URL is refused by the download policy' },
+  WH_ERR_UNAVAILABLE: { status: 503, message: 'The delivery could not be stored in time; retry later' },
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class WebhookError extends Error {
+  readonly statusCode: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    /** Safe to show the sender: never a secret, a body or a patient field. */
+    readonly detail?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(detail ?? ERRORS[code].message, options);
+    this.name = 'WebhookError';
+    this.statusCode = ERRORS[code].status;
+  }
+}
+
+/** Seconds a sender should wait after a 503 before retrying. */
+export const RETRY_AFTER_SECONDS = 5;
