@@ -1,0 +1,37 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { startService } from '../src/server.js';
+import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { captureLogs } from './helpers/logs.js';
+
+let database: TestDatabase;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(async () => database.drop());
+
+describe('startService / stop', () => {
+  it('serves, then on stop finishes in-flight requests and closes the listener', async () => {
+    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0' });
+    const service = await startService(config, captureLogs().logger);
+    const address = service.app.server.address();
+    if (typeof address !== 'object' || !address) throw new Error('no address');
+    const base = `http://127.0.0.1:${address.port}`;
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+
+    const inFlight = fetch(`${base}/readyz`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await service.stop();
+    expect((await inFlight).status).toBe(200);
+    await expect(fetch(`${base}/healthz`)).rejects.toThrow();
+  });
+
+  it('applies migrations at start', async () => {
+    await database.pool.query('DROP TABLE webhook_audit; DELETE FROM _prisma_migrations');
+    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0' });
+    const service = await startService(config, captureLogs().logger);
+    await service.stop();
+    const { rows } = await database.pool.query("SELECT to_regclass('public.webhook_audit') AS t");
+    expect(rows[0].t).toBe('webhook_audit');
+  });
+});
