@@ -4,11 +4,31 @@ import type { Config } from './config.js';
 import type { Database } from './db/client.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
+import { isPatiroConfigured } from './webhooks/patiro-auth.js';
+import { createPatiroStore, type PatiroStore } from './webhooks/patiro-store.js';
+import { patiroRoutes } from './webhooks/patiro.js';
 
 export interface AppDeps {
   config: Config;
   db: Database;
   logger: FastifyBaseLogger;
+  /** Defaults to a store writing each delivery in its own statement. */
+  patiroStore?: PatiroStore;
+}
+
+/**
+ * Fastify closes idle keep-alive connections when it starts closing, but a connection whose request
+ * is still in flight would stay open for the keep-alive timeout after answering. Answering with
+ * `Connection: close` while draining lets shutdown finish as soon as the last answer is sent.
+ */
+function closeConnectionsWhenDraining(app: FastifyInstance): void {
+  let draining = false;
+  app.addHook('preClose', async () => {
+    draining = true;
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (draining) void reply.header('connection', 'close');
+  });
 }
 
 /** Registers every plugin and route explicitly. Never listens: main.ts does, tests use inject(). */
@@ -23,9 +43,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     connectionTimeout: 10_000,
     return503OnClosing: true,
   });
+  closeConnectionsWhenDraining(app);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
 
   await app.register(healthRoutes, { db });
+  if (isPatiroConfigured(config.patiro)) {
+    await app.register(patiroRoutes, { config, db, store: deps.patiroStore ?? createPatiroStore(db) });
+  } else {
+    logger.warn('POST /webhooks/patiro is disabled: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH to enable it');
+  }
   return app;
 }

@@ -19,19 +19,22 @@ describe('startService / stop', () => {
     const base = `http://127.0.0.1:${address.port}`;
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
 
+    const arrived = new Promise((resolve) => service.app.server.once('request', resolve));
     const inFlight = fetch(`${base}/readyz`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await arrived;
     await service.stop();
     expect((await inFlight).status).toBe(200);
     await expect(fetch(`${base}/healthz`)).rejects.toThrow();
   });
 
   it('applies migrations at start', async () => {
-    await database.pool.query('DROP TABLE webhook_audit; DELETE FROM _prisma_migrations');
+    await database.pool.query('DROP SCHEMA public CASCADE; CREATE SCHEMA public');
     const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0' });
     const service = await startService(config, captureLogs().logger);
     await service.stop();
     const { rows } = await database.pool.query("SELECT to_regclass('public.webhook_audit') AS t");
     expect(rows[0].t).toBe('webhook_audit');
+    const applied = await database.pool.query('SELECT count(*)::int AS n FROM _prisma_migrations');
+    expect(applied.rows[0].n).toBeGreaterThan(1);
   });
 });

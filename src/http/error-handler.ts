@@ -22,8 +22,9 @@ function toWebhookError(error: FastifyError | WebhookError): WebhookError | unde
 export function errorHandler(error: FastifyError | WebhookError, request: FastifyRequest, reply: FastifyReply): void {
   const known = toWebhookError(error);
   if (known) {
-    const level = known.statusCode >= 500 ? 'error' : 'info';
-    request.log[level]({ code: known.code, reason: known.detail ?? ERRORS[known.code].message }, 'request refused');
+    const reason = known.detail ?? ERRORS[known.code].message;
+    if (known.statusCode >= 500) request.log.error({ code: known.code, reason, cause: describeCause(known.cause) }, 'request not stored');
+    else request.log.info({ code: known.code, reason }, 'request refused');
     if (known.statusCode === 503) void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
     void reply.code(known.statusCode).send({ error: known.code, message: known.message });
     return;
@@ -33,8 +34,18 @@ export function errorHandler(error: FastifyError | WebhookError, request: Fastif
     void reply.code(error.statusCode).send({ error: error.code ?? 'WH_ERR_BAD_REQUEST', message: error.message });
     return;
   }
-  request.log.error({ err: error }, 'request failed');
+  request.log.error({ cause: describeCause(error) }, 'request failed');
   void reply.header('retry-after', String(RETRY_AFTER_SECONDS)).code(503).send({ error: 'WH_ERR_UNAVAILABLE', message: ERRORS.WH_ERR_UNAVAILABLE.message });
+}
+
+/**
+ * The cause's name, code and first line only: database errors can carry row values in their
+ * detail fields, and those may be patient data.
+ */
+function describeCause(cause: unknown): string | undefined {
+  if (!(cause instanceof Error)) return undefined;
+  const code = (cause as { code?: unknown }).code;
+  return `${cause.name}${typeof code === 'string' ? ` ${code}` : ''}: ${cause.message.split('\n')[0]?.slice(0, 200)}`;
 }
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): void {

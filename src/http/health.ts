@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Database } from '../db/client.js';
+import { withDeadline } from '../deadline.js';
 
 const READY_TIMEOUT_MS = 1000;
 
@@ -16,17 +17,4 @@ export async function healthRoutes(app: FastifyInstance, { db }: { db: Database 
       return reply.code(503).send({ status: 'unavailable', reason: 'the database does not answer' });
     }
   });
-}
-
-export async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  promise.catch(() => undefined); // a late rejection after the deadline must not go unhandled
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# Production image: docker build -t receiver . && docker run -e DATABASE_URL=postgres://… -p 3000:3000 receiver
+
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# No install scripts: none is needed to compile (`npm run build` generates the Prisma client itself),
+# and the lockfile layer then stays cached until the dependencies change.
+RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts
+COPY . .
+RUN npm run build
+
+FROM node:24-bookworm-slim
+ENV NODE_ENV=production DATA_DIR=/app/data
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --omit=optional keeps out embedded-postgres' native PostgreSQL binaries (development only; production
+# refuses to start without DATABASE_URL) and pg-cloudflare (Cloudflare Workers only). --ignore-scripts:
+# no production dependency has an install script, and postinstall would only skip the absent Prisma CLI.
+RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --omit=optional --ignore-scripts
+COPY --from=build /app/dist ./dist
+# The migrator reads these at start, from dist/db/migrate.js's ../../prisma/migrations.
+COPY prisma/migrations ./prisma/migrations
+# Owned by node so a volume mounted here starts out writable (PDFs land in DATA_DIR/pdf).
+RUN mkdir -p data && chown node:node data
+USER node
+EXPOSE 3000
+STOPSIGNAL SIGTERM
+# Slim images have no curl; /healthz checks the process only, so a database outage does not restart it.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT || 3000}/healthz`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# node as PID 1 receives SIGTERM itself (no npm wrapper), so main.ts drains and logs "stopped".
+CMD ["node", "--enable-source-maps", "dist/main.js"]

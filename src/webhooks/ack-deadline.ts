@@ -1,0 +1,17 @@
+import { WebhookError } from '../errors.js';
+import { withDeadline } from '../deadline.js';
+
+/**
+ * Runs the durable write within what is left of the ack deadline. Past it, or when the database
+ * fails, the sender gets 503 with Retry-After and will deliver again; the write may still commit
+ * late, which the idempotent upserts make harmless. A 2xx is never sent for an unconfirmed write.
+ */
+export async function storeWithinDeadline<T>(write: () => Promise<T>, remainingMs: number, onFailure: () => void): Promise<T> {
+  try {
+    if (remainingMs <= 0) throw new Error('the ack deadline passed before the write started');
+    return await withDeadline(write(), remainingMs);
+  } catch (err) {
+    onFailure();
+    throw new WebhookError('WH_ERR_UNAVAILABLE', undefined, { cause: err });
+  }
+}

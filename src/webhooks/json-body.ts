@@ -1,0 +1,46 @@
+import type { FastifyInstance } from 'fastify';
+import { WebhookError } from '../errors.js';
+
+/**
+ * Inside a vendor plugin (Fastify parsers are encapsulated): keep JSON bodies as the exact bytes
+ * received, for verification first; anything that is not JSON is refused with 415.
+ */
+export function acceptRawJson(app: FastifyInstance): void {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i, { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+}
+
+const MAX_DEPTH = 64;
+
+/** Depth of nesting in JSON text, ignoring brackets inside strings; stops early past the limit. */
+function nestingExceeds(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91) {
+      if (++depth > limit) return true;
+    } else if (c === 125 || c === 93) depth--;
+  }
+  return false;
+}
+
+/**
+ * Parses an authenticated body. Nesting deeper than any real payload is refused up front: the
+ * database's JSON type would fail on it later with an error that is not the sender's fault to read.
+ */
+export function parseJsonBody(raw: Buffer): unknown {
+  const text = raw.toString('utf8');
+  if (nestingExceeds(text, MAX_DEPTH)) throw new WebhookError('WH_ERR_BAD_JSON', `The JSON is nested deeper than ${MAX_DEPTH} levels`);
+  // PostgreSQL's jsonb cannot hold a NUL character; refuse it here with a reason the sender can act on.
+  if (text.includes('\\u0000')) throw new WebhookError('WH_ERR_BAD_JSON', 'The JSON contains a \\u0000 character, which cannot be stored');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new WebhookError('WH_ERR_BAD_JSON');
+  }
+}

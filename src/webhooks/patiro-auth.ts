@@ -1,0 +1,69 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { secretsEqual } from './constant-time.js';
+import { verifyPatiroSignature, type SignatureFailure } from './patiro-signature.js';
+
+export interface PatiroAuthConfig {
+  signingSecrets: readonly string[];
+  timestampToleranceSeconds: number;
+  token?: string | undefined;
+  basicAuth?: string | undefined;
+}
+
+export type PatiroAuthFailure = SignatureFailure | 'missing_token' | 'bad_token' | 'missing_basic_auth' | 'bad_basic_auth';
+
+export type PatiroAuthResult =
+  | { ok: true; /** The signed timestamp when signing is configured, else the sender's x-patiro-timestamp if numeric. */ signedAt: Date | undefined }
+  | { ok: false; reason: PatiroAuthFailure };
+
+export interface PatiroRequestParts {
+  rawBody: Buffer;
+  headers: IncomingHttpHeaders;
+  /** The ?token= query parameter(s). */
+  token: string | string[] | undefined;
+}
+
+export function isPatiroConfigured(config: PatiroAuthConfig): boolean {
+  return config.signingSecrets.length > 0 || Boolean(config.token) || Boolean(config.basicAuth);
+}
+
+function checkToken(expected: string, given: string | string[] | undefined): PatiroAuthFailure | undefined {
+  if (given === undefined || given === '') return 'missing_token';
+  if (Array.isArray(given) || !secretsEqual(given, expected)) return 'bad_token';
+  return undefined;
+}
+
+function checkBasicAuth(expected: string, header: string | undefined): PatiroAuthFailure | undefined {
+  const match = header?.match(/^Basic\s+([A-Za-z0-9+/=]+)\s*$/i);
+  if (!header) return 'missing_basic_auth';
+  if (!match) return 'bad_basic_auth';
+  const decoded = Buffer.from(match[1]!, 'base64');
+  return secretsEqual(decoded, expected) ? undefined : 'bad_basic_auth';
+}
+
+function unsignedTimestamp(value: string | string[] | undefined): Date | undefined {
+  return typeof value === 'string' && /^\d{1,15}$/.test(value) ? new Date(Number(value)) : undefined;
+}
+
+/** Every configured protection must pass; the cheapest run first. Pure: the clock is passed in. */
+export function authenticatePatiro(config: PatiroAuthConfig, request: PatiroRequestParts, now: Date): PatiroAuthResult {
+  if (config.token) {
+    const failure = checkToken(config.token, request.token);
+    if (failure) return { ok: false, reason: failure };
+  }
+  if (config.basicAuth) {
+    const failure = checkBasicAuth(config.basicAuth, request.headers.authorization);
+    if (failure) return { ok: false, reason: failure };
+  }
+  if (config.signingSecrets.length === 0) {
+    return { ok: true, signedAt: unsignedTimestamp(request.headers['x-patiro-timestamp']) };
+  }
+  const result = verifyPatiroSignature({
+    rawBody: request.rawBody,
+    signature: request.headers['x-patiro-hmacsha256'],
+    timestamp: request.headers['x-patiro-timestamp'],
+    secrets: config.signingSecrets,
+    toleranceSeconds: config.timestampToleranceSeconds,
+    now,
+  });
+  return result.ok ? { ok: true, signedAt: result.signedAt } : result;
+}

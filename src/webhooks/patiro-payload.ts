@@ -1,0 +1,69 @@
+import { z } from 'zod';
+import { WebhookError } from '../errors.js';
+
+export const KNOWN_PATIRO_EVENT_TYPES = ['PatientRevealed', 'PatientUpdated'] as const;
+const PATIENT_EVENT_TYPES: ReadonlySet<string> = new Set(KNOWN_PATIRO_EVENT_TYPES);
+
+const payloadSchema = z.object({
+  eventId: z.string().min(1).max(200),
+  eventType: z.string().min(1).max(200),
+  timestamp: z.unknown().optional(),
+  data: z.unknown().optional(),
+});
+
+export interface PatiroEvent {
+  eventId: string;
+  eventType: string;
+  /** ISO 8601 with an explicit offset, or null when Patiro's timestamp could not be read. */
+  occurredAt: string | null;
+  occurredAtRaw: string | null;
+  /** The event's data re-serialised as JSON (null when absent). */
+  dataJson: string | null;
+  /** data.id, for the two event types that describe a patient. */
+  patientId: string | null;
+}
+
+// Patiro sends e.g. 2026-03-27T10:04:03.4247725: up to 7 fractional digits and no offset (read as UTC).
+const PATIRO_TIMESTAMP = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$/i;
+
+/** Keeps microseconds (PostgreSQL's precision); null for anything that is not a real instant. */
+export function parseOccurredAt(raw: unknown): string | null {
+  if (typeof raw !== 'string') return null;
+  const match = PATIRO_TIMESTAMP.exec(raw.trim());
+  if (!match) return null;
+  const [, date, time, fraction, offset] = match;
+  const utc = !offset || offset.toUpperCase() === 'Z';
+  const zone = utc ? 'Z' : `${offset.slice(0, 3)}:${offset.slice(-2)}`;
+  const iso = `${date}T${time}${fraction ? `.${fraction.slice(0, 6)}` : ''}${zone}`;
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) return null;
+  // Date.parse rolls 2026-02-30 over to March; a real instant formats back to the same date and time.
+  if (utc && new Date(ms).toISOString().slice(0, 19) !== `${date}T${time}`) return null;
+  return iso;
+}
+
+function patientIdOf(eventType: string, data: unknown): string | null {
+  if (!PATIENT_EVENT_TYPES.has(eventType) || typeof data !== 'object' || data === null) return null;
+  const id = (data as Record<string, unknown>).id;
+  if (typeof id === 'string' && id.length > 0) return id;
+  if (typeof id === 'number' && Number.isFinite(id)) return String(id);
+  return null;
+}
+
+/** Validates an authenticated, parsed body. Unknown event types are accepted: Patiro may add more. */
+export function toPatiroEvent(body: unknown): PatiroEvent {
+  const parsed = payloadSchema.safeParse(body);
+  if (!parsed.success) {
+    const fields = [...new Set(parsed.error.issues.map((i) => i.path.join('.') || 'body'))].join(', ');
+    throw new WebhookError('WH_ERR_BAD_PAYLOAD', `The payload needs a string eventId and eventType (problem with: ${fields})`);
+  }
+  const { eventId, eventType, timestamp, data } = parsed.data;
+  return {
+    eventId,
+    eventType,
+    occurredAt: parseOccurredAt(timestamp),
+    occurredAtRaw: typeof timestamp === 'string' ? timestamp : timestamp === undefined ? null : JSON.stringify(timestamp),
+    dataJson: data === undefined ? null : JSON.stringify(data),
+    patientId: patientIdOf(eventType, data),
+  };
+}
