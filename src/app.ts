@@ -7,6 +7,8 @@ import { healthRoutes } from './http/health.js';
 import { isPatiroConfigured } from './webhooks/patiro-auth.js';
 import { createPatiroStore, type PatiroStore } from './webhooks/patiro-store.js';
 import { patiroRoutes } from './webhooks/patiro.js';
+import { createPhysitrackStore, type PhysitrackStore } from './webhooks/physitrack-store.js';
+import { physitrackRoutes } from './webhooks/physitrack.js';
 
 export interface AppDeps {
   config: Config;
@@ -14,6 +16,9 @@ export interface AppDeps {
   logger: FastifyBaseLogger;
   /** Defaults to a store writing each delivery in its own statement. */
   patiroStore?: PatiroStore;
+  physitrackStore?: PhysitrackStore;
+  /** Wakes the download worker when a delivery is stored. */
+  onPhysitrackStored?: () => void;
 }
 
 /**
@@ -52,6 +57,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(patiroRoutes, { config, db, store: deps.patiroStore ?? createPatiroStore(db) });
   } else {
     logger.warn('POST /webhooks/patiro is disabled: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH to enable it');
+  }
+  if (config.physitrack.apiKeys.length > 0) {
+    const store = deps.physitrackStore ?? createPhysitrackStore(db);
+    await app.register(physitrackRoutes, { config, db, store, onStored: deps.onPhysitrackStored });
+  } else {
+    logger.warn('POST /webhooks/physitrack is disabled: set PHYSITRACK_API_KEY to enable it');
   }
   return app;
 }

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { parseHostPatterns } from './downloads/url-policy.js';
 
 export type Env = Record<string, string | undefined>;
 
@@ -45,9 +46,19 @@ const envSchema = z.object({
 
   PHYSITRACK_API_KEY: secretList.optional(),
   PHYSITRACK_TOKENS: list.pipe(z.array(z.string()).min(1, 'must list at least one token')).optional(),
-  PHYSITRACK_FILE_URL_HOSTS: list
-    .pipe(z.array(z.string()).min(1, 'must list at least one host'))
-    .default(['physitrack.com', '*.physitrack.com', 'physitrackuploads.s3.amazonaws.com']),
+  PHYSITRACK_FILE_URL_HOSTS: z
+    .string()
+    .default('physitrack.com,*.physitrack.com,physitrackuploads.s3.amazonaws.com')
+    .transform((csv, ctx) => {
+      try {
+        const patterns = parseHostPatterns(csv);
+        if (patterns.length === 0) ctx.addIssue({ code: 'custom', message: 'must list at least one host' });
+        return patterns;
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
   DOWNLOAD_ALLOW_PRIVATE_ADDRESSES: boolean.default(false),
   DOWNLOAD_CONCURRENCY: integer(1, 64).default(4),
   DOWNLOAD_TIMEOUT_MS: integer(1000, 10 * 60_000).default(30_000),
@@ -128,6 +139,10 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   const problems: string[] = [];
   if (env.NODE_ENV === 'production' && !env.DATABASE_URL) {
     problems.push('DATABASE_URL: is required when NODE_ENV=production (the embedded database is for development only)');
+  }
+  if (env.DOWNLOAD_LEASE_SECONDS * 1000 <= env.DOWNLOAD_TIMEOUT_MS) {
+    // A lease shorter than a download would hand a row still being fetched to another worker.
+    problems.push('DOWNLOAD_LEASE_SECONDS: must be longer than DOWNLOAD_TIMEOUT_MS (a download must finish within its lease)');
   }
   return problems;
 }

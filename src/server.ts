@@ -1,17 +1,42 @@
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { Agent } from 'undici';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
 import { createDatabase, type Database } from './db/client.js';
 import { migrateAndReport, resolveDatabase, type ResolvedDatabase } from './db/database-url.js';
+import { createDownloadAgent } from './downloads/guarded-fetch.js';
+import { createDownloadQueue } from './downloads/queue.js';
+import { createDownloadWorker, type DownloadWorker } from './downloads/worker.js';
+import { createStorage } from './storage/pdf-storage.js';
 
 export interface RunningService {
   app: FastifyInstance;
   db: Database;
+  worker: DownloadWorker;
   databaseUrl: string;
   embeddedDatabase: boolean;
-  /** Stops accepting, lets in-flight requests finish, then closes the database (and the embedded server). */
+  /** Stops accepting, finishes in-flight requests and downloads (within a bound), then closes the database. */
   stop(): Promise<void>;
+}
+
+function startWorker(config: Config, db: Database, agent: Agent, logger: Logger): DownloadWorker {
+  const workerId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const worker = createDownloadWorker({
+    queue: createDownloadQueue(db, workerId, config.download.leaseSeconds),
+    storage: createStorage(config.storage, db),
+    agent,
+    policy: { allowedHosts: config.physitrack.fileUrlHosts, allowPrivateAddresses: config.download.allowPrivateAddresses },
+    timeoutMs: config.download.timeoutMs,
+    maxBytes: config.download.maxBytes,
+    retryBaseMs: config.download.retryBaseMs,
+    concurrency: config.download.concurrency,
+    log: logger.child({ component: 'download-worker', workerId }),
+  });
+  worker.start();
+  return worker;
 }
 
 /** Everything main.ts starts, in order, with each step undone if a later one fails. */
@@ -19,8 +44,13 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const database: ResolvedDatabase = await resolveDatabase(config, logger);
   let db: Database | undefined;
   let app: FastifyInstance | undefined;
+  let worker: DownloadWorker | undefined;
+  const agent = createDownloadAgent({ allowPrivateAddresses: config.download.allowPrivateAddresses });
   const stop = async () => {
     await app?.close();
+    // Leave a few seconds of the shutdown budget for closing the database after the downloads.
+    await worker?.stop(Math.max(config.shutdownTimeoutMs - 5000, 1000));
+    await agent.close();
     await db?.$disconnect();
     await database.stop();
   };
@@ -28,11 +58,13 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     if (database.embedded) logger.info({ psql: `psql "${database.url}"` }, 'using the embedded PostgreSQL (development only)');
     await migrateAndReport(database.url, logger);
     db = createDatabase({ url: database.url, poolSize: config.databasePoolSize, connectTimeoutMs: Math.min(config.ackDeadlineMs, 1000) });
-    app = await buildApp({ config, db, logger });
+    const started = startWorker(config, db, agent, logger);
+    worker = started;
+    app = await buildApp({ config, db, logger, onPhysitrackStored: () => started.wake() });
     await app.listen({ host: config.host, port: config.port });
   } catch (err) {
     await stop().catch((stopErr: unknown) => logger.error({ err: stopErr }, 'cleanup after a failed start failed'));
     throw err;
   }
-  return { app, db, databaseUrl: database.url, embeddedDatabase: database.embedded, stop };
+  return { app, db, worker, databaseUrl: database.url, embeddedDatabase: database.embedded, stop };
 }

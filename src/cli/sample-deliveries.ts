@@ -1,0 +1,52 @@
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config.js';
+import { patiroSignature } from '../webhooks/patiro-signature.js';
+
+export interface SampleDelivery {
+  path: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** A PatientUpdated event signed as Patiro signs it, with every protection the config enables. */
+export function buildPatiroDelivery(config: Config, now = new Date()): SampleDelivery {
+  const { signingSecrets, token, basicAuth } = config.patiro;
+  if (signingSecrets.length === 0 && !token && !basicAuth) {
+    throw new Error('Patiro is not configured: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH.');
+  }
+  const body = JSON.stringify(
+    {
+      eventId: randomUUID(),
+      eventType: 'PatientUpdated',
+      timestamp: now.toISOString().replace('Z', '').replace(/(\.\d{3})$/, (ms) => `${ms}0000`),
+      data: { id: 'sample-patient-1', firstName: 'Sam', lastName: 'Sample', dateOfBirth: '1980-01-01' },
+    },
+    null,
+    2,
+  );
+  const timestamp = String(now.getTime());
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-patiro-timestamp': timestamp };
+  if (signingSecrets[0]) headers['x-patiro-hmacsha256'] = patiroSignature(signingSecrets[0], timestamp, Buffer.from(body));
+  if (basicAuth) headers.authorization = `Basic ${Buffer.from(basicAuth).toString('base64')}`;
+  const path = token ? `/webhooks/patiro?token=${encodeURIComponent(token)}` : '/webhooks/patiro';
+  return { path, headers, body };
+}
+
+export const DOCUMENTED_FILE_URL = 'https://staging.physitrack.com/integrations/your_ehr/programs/pqokji.pdf';
+
+/** A program-ready notice as Physitrack's document describes it. */
+export function buildPhysitrackDelivery(config: Config, fileUrl = DOCUMENTED_FILE_URL, now = new Date()): SampleDelivery {
+  const apiKey = config.physitrack.apiKeys[0];
+  if (!apiKey) throw new Error('Physitrack is not configured: set PHYSITRACK_API_KEY.');
+  const body = JSON.stringify({
+    api_key: apiKey,
+    token: config.physitrack.tokens?.[0] ?? 'sample-practitioner-token',
+    patient_id: 'sample-patient-1',
+    file_url: fileUrl,
+    name: 'Knee Rehab Program',
+    date: now.toISOString().slice(0, 10),
+    date_iso: now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    updated: false,
+  });
+  return { path: '/webhooks/physitrack', headers: { 'content-type': 'application/json' }, body };
+}

@@ -1,0 +1,111 @@
+import type { Database } from '../db/client.js';
+
+export type StorageErrorCode =
+  | 'STORAGE_ERR_MISMATCH' // commit was asked for other bytes than were written: a caller bug
+  | 'STORAGE_ERR_FINISHED' // used after commit, discard or a failed write: a caller bug
+  | 'STORAGE_ERR_MISSING' // a documents row points at a file that is not there
+  | 'STORAGE_ERR_CONFLICT'; // the row for this sha256 kept vanishing while it was being recorded
+
+export class StorageError extends Error {
+  override readonly name = 'StorageError';
+  constructor(
+    readonly code: StorageErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface PdfMeta {
+  sha256: string;
+  sizeBytes: number;
+  contentType: string;
+}
+
+export interface CommittedPdf {
+  documentId: bigint;
+  /** True when a row for this sha256 already existed, so nothing was stored again. */
+  deduplicated: boolean;
+}
+
+/** Refuses a commit whose metadata does not describe the bytes actually written. */
+export function assertWritten(meta: PdfMeta, written: { sha256: string; sizeBytes: number }): void {
+  if (meta.sha256 === written.sha256 && meta.sizeBytes === written.sizeBytes) return;
+  const message =
+    `Refusing to commit a PDF as sha256 ${meta.sha256} (${meta.sizeBytes} bytes): ` +
+    `the bytes written have sha256 ${written.sha256} (${written.sizeBytes} bytes).`;
+  throw new StorageError('STORAGE_ERR_MISMATCH', message);
+}
+
+export function finishedError(action: string): StorageError {
+  const message = `Cannot ${action} a PDF that was already committed or discarded, or whose write failed.`;
+  return new StorageError('STORAGE_ERR_FINISHED', message);
+}
+
+const FIND_DOCUMENT = 'SELECT id FROM documents WHERE sha256 = $1';
+
+const INSERT_DOCUMENT = `
+INSERT INTO documents (sha256, size_bytes, content_type, storage, storage_key, content)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (sha256) DO NOTHING
+RETURNING id`;
+
+export interface NewDocument extends PdfMeta {
+  storage: 'database' | 'filesystem';
+  storageKey: string | null;
+  content: Uint8Array | null;
+}
+
+/**
+ * Returns the documents row for this content, inserting it when it is new.
+ * Looking first keeps a duplicate's bytes off the wire and leaves the existing row untouched (no
+ * update, no row lock, no dead tuple). ON CONFLICT DO NOTHING settles two inserts racing past the
+ * lookup: the loser waits for the winner to commit and inserts nothing, and its next lookup, being
+ * a new statement under READ COMMITTED, sees the winner's row. The loop only repeats if that row is
+ * deleted in between.
+ */
+export async function recordDocument(db: Database, row: NewDocument): Promise<CommittedPdf> {
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    const [existing] = await db.$queryRawUnsafe<{ id: bigint }[]>(FIND_DOCUMENT, row.sha256);
+    if (existing) return { documentId: BigInt(existing.id), deduplicated: true };
+    const [inserted] = await db.$queryRawUnsafe<{ id: bigint }[]>(
+      INSERT_DOCUMENT,
+      row.sha256,
+      row.sizeBytes,
+      row.contentType,
+      row.storage,
+      row.storageKey,
+      row.content,
+    );
+    if (inserted) return { documentId: BigInt(inserted.id), deduplicated: false };
+  }
+  const message = `The documents row for sha256 ${row.sha256} disappeared each time it was looked up.`;
+  throw new StorageError('STORAGE_ERR_CONFLICT', message);
+}
+
+export interface DocumentRow {
+  sha256: string;
+  sizeBytes: number;
+  contentType: string;
+  storage: 'database' | 'filesystem';
+  storageKey: string | null;
+  content: Uint8Array | null;
+}
+
+const READ_DOCUMENT = `
+SELECT sha256, size_bytes, content_type, storage, storage_key, content
+FROM documents WHERE id = $1`;
+
+export async function readDocument(db: Database, documentId: bigint): Promise<DocumentRow | undefined> {
+  const [row] = await db.$queryRawUnsafe<Record<string, unknown>[]>(READ_DOCUMENT, documentId);
+  if (!row) return undefined;
+  return {
+    sha256: row.sha256 as string,
+    sizeBytes: Number(row.size_bytes),
+    contentType: row.content_type as string,
+    storage: row.storage as DocumentRow['storage'],
+    storageKey: row.storage_key as string | null,
+    content: row.content as Uint8Array | null,
+  };
+}

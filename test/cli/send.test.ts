@@ -1,0 +1,70 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { startService, type RunningService } from '../../src/server.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { captureLogs } from '../helpers/logs.js';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const secrets = {
+  PATIRO_SIGNING_SECRET: 'send-test-patiro-secret-0123456789',
+  PHYSITRACK_API_KEY: 'send-test-physitrack-key-0123456789',
+};
+
+let database: TestDatabase;
+let service: RunningService;
+let base: string;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0', ...secrets });
+  service = await startService(config, captureLogs().logger);
+  const address = service.app.server.address();
+  if (typeof address !== 'object' || !address) throw new Error('no address');
+  base = `http://127.0.0.1:${address.port}`;
+});
+afterAll(async () => {
+  await service.stop();
+  await database.drop();
+});
+
+function send(args: string[], env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/send.ts', ...args], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', NODE_ENV: 'production', DATABASE_URL: database.url, ...env },
+  });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, output })));
+}
+
+describe('npm run send', () => {
+  it('sends a signed Patiro event that the service stores', async () => {
+    const result = await send(['patiro', '--url', base], secrets);
+    expect(result.output).toMatch(/→ 204/);
+    expect(result.code).toBe(0);
+    const { rows } = await database.pool.query("SELECT event_type, occurred_at FROM patiro_events");
+    expect(rows).toEqual([{ event_type: 'PatientUpdated', occurred_at: expect.any(Date) }]);
+  });
+
+  it('sends a Physitrack notice that the service stores as a pending download', async () => {
+    const result = await send(['physitrack', '--url', base], secrets);
+    expect(result.code).toBe(0);
+    const { rows } = await database.pool.query('SELECT program_name FROM physitrack_deliveries');
+    expect(rows).toEqual([{ program_name: 'Knee Rehab Program' }]);
+  });
+
+  it('exits non-zero when the service refuses the delivery', async () => {
+    const result = await send(['patiro', '--url', base], { ...secrets, PATIRO_SIGNING_SECRET: 'a-different-secret-0123456789' });
+    expect(result.output).toMatch(/→ 401/);
+    expect(result.code).toBe(1);
+  });
+
+  it('exits 2 with the usage for an unknown vendor', async () => {
+    const result = await send(['stripe'], secrets);
+    expect(result.code).toBe(2);
+    expect(result.output).toMatch(/Usage: npm run send/);
+  });
+});

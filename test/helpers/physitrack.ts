@@ -1,0 +1,30 @@
+import type { InjectOptions } from 'fastify';
+
+export const PHYSITRACK_KEY = 'physitrack-test-api-key-0123456789';
+export const PHYSITRACK_OLD_KEY = 'physitrack-rotated-api-key-0123456789';
+
+let counter = 0;
+/** Physitrack's notice as its document describes it; each test overrides one thing. */
+export function physitrackNotice(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  counter += 1;
+  return {
+    api_key: PHYSITRACK_KEY,
+    token: 'practitioner-token-123456',
+    patient_id: `23-45${String(counter).padStart(2, '0')}`,
+    file_url: `https://files.physitrack.com/integrations/your_ehr/programs/secret-path-${counter}.pdf`,
+    name: 'Knee Rehab Program',
+    date: '2017-02-20',
+    date_iso: '2019-09-06T07:09:46Z',
+    updated: false,
+    ...overrides,
+  };
+}
+
+export function physitrackRequest(body: unknown, headers: Record<string, string> = {}): InjectOptions {
+  return {
+    method: 'POST',
+    url: '/webhooks/physitrack',
+    headers: { 'content-type': 'application/json', ...headers },
+    payload: typeof body === 'string' ? body : JSON.stringify(body),
+  };
+}
