@@ -3,6 +3,7 @@ import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { waitFor } from './helpers/wait.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dirs: string[] = [];
@@ -27,14 +28,6 @@ function runMain(env: Record<string, string>): Run {
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exitCode = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { exitCode, output: () => output, kill: (signal) => child.kill(signal) };
-}
-
-async function waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > until) throw new Error('timed out waiting');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 describe('the service process', () => {

@@ -1,4 +1,3 @@
-import type { FastifyBaseLogger } from 'fastify';
 import { attemptDownload, type AttemptDeps, type AttemptOutcome } from './attempt.js';
 
 export interface WorkerOptions extends AttemptDeps {

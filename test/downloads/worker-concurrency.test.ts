@@ -5,6 +5,7 @@ import { buildTestApp, type TestApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { samplePdf, servePdf, slowDrip, startFileHost, type FileHost } from '../helpers/https-file-host.js';
 import { PHYSITRACK_KEY, physitrackNotice, physitrackRequest } from '../helpers/physitrack.js';
+import { waitFor } from '../helpers/wait.js';
 import { createTestWorker } from '../helpers/worker.js';
 
 let database: TestDatabase;
@@ -39,14 +40,6 @@ async function announce(route: Parameters<FileHost['route']>[1]): Promise<string
 async function statuses(): Promise<Record<string, number>> {
   const { rows } = await database.pool.query('SELECT download_status AS s, count(*)::int AS n FROM physitrack_deliveries GROUP BY 1');
   return Object.fromEntries(rows.map((r) => [r.s, r.n]));
-}
-
-async function waitFor(predicate: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > until) throw new Error('timed out');
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 describe('download worker: several workers, crashes and shutdown', () => {

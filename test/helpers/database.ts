@@ -41,3 +41,9 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
   };
 }
+
+/** A URL where no PostgreSQL listens (a port just freed), for outage tests. */
+export async function unreachableDatabaseUrl(): Promise<string> {
+  const { freePort } = await import('../../src/db/embedded.js');
+  return `postgresql://postgres@127.0.0.1:${await freePort()}/none`;
+}

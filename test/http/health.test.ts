@@ -1,10 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { createDatabase } from '../../src/db/client.js';
-import { freePort } from '../../src/db/embedded.js';
 import { buildTestApp, type TestApp } from '../helpers/app.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, unreachableDatabaseUrl, type TestDatabase } from '../helpers/database.js';
 import { captureLogs } from '../helpers/logs.js';
 
 let database: TestDatabase;
@@ -32,10 +30,8 @@ describe('health endpoints', () => {
   });
 
   it('answers /readyz with 503 but /healthz with 200 when the database is unreachable', async () => {
-    const deadUrl = `postgresql://postgres@127.0.0.1:${await freePort()}/none`;
-    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: deadUrl });
-    const db = createDatabase({ url: deadUrl, poolSize: 1, connectTimeoutMs: 500 });
-    const app = await buildApp({ config, db, logger: captureLogs().logger });
+    const dead = await buildTestApp(await unreachableDatabaseUrl());
+    const app = dead.app;
     try {
       const started = Date.now();
       const ready = await app.inject({ method: 'GET', url: '/readyz' });
@@ -43,8 +39,7 @@ describe('health endpoints', () => {
       expect(Date.now() - started).toBeLessThan(2000);
       expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
     } finally {
-      await app.close();
-      await db.$disconnect();
+      await dead.close();
     }
   });
 

@@ -2,10 +2,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { createDatabase } from '../../src/db/client.js';
-import { freePort } from '../../src/db/embedded.js';
 import { buildTestApp, type TestApp } from '../helpers/app.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, unreachableDatabaseUrl, type TestDatabase } from '../helpers/database.js';
 import { captureLogs } from '../helpers/logs.js';
 import { PATIRO_SECRET, patiroEvent, signedPatiroRequest } from '../helpers/patiro.js';
 
@@ -151,16 +149,12 @@ describe('POST /webhooks/patiro: configuration', () => {
   });
 
   it('answers 503 with Retry-After within the ack deadline when the database is unreachable', async () => {
-    const deadUrl = `postgresql://postgres@127.0.0.1:${await freePort()}/none`;
-    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: deadUrl, PATIRO_SIGNING_SECRET: PATIRO_SECRET });
-    const db = createDatabase({ url: deadUrl, poolSize: 1, connectTimeoutMs: 1000 });
-    const app = await buildApp({ config, db, logger: captureLogs().logger });
+    const dead = await buildTestApp(await unreachableDatabaseUrl(), { PATIRO_SIGNING_SECRET: PATIRO_SECRET });
     const started = Date.now();
-    const res = await app.inject(signedPatiroRequest({ body: JSON.stringify(patiroEvent()) }));
+    const res = await dead.app.inject(signedPatiroRequest({ body: JSON.stringify(patiroEvent()) }));
     expect(res.statusCode).toBe(503);
     expect(res.headers['retry-after']).toBe('5');
     expect(Date.now() - started).toBeLessThan(2000);
-    await app.close();
-    await db.$disconnect();
+    await dead.close();
   });
 });

@@ -1,10 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { createDatabase } from '../../src/db/client.js';
-import { freePort } from '../../src/db/embedded.js';
 import { buildTestApp, type TestApp } from '../helpers/app.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTestDatabase, unreachableDatabaseUrl, type TestDatabase } from '../helpers/database.js';
 import { captureLogs } from '../helpers/logs.js';
 import { PHYSITRACK_KEY, PHYSITRACK_OLD_KEY, physitrackNotice, physitrackRequest } from '../helpers/physitrack.js';
 
@@ -163,16 +161,12 @@ describe('POST /webhooks/physitrack: configuration and outages', () => {
   });
 
   it('answers 503 with Retry-After within 2 s when the database is unreachable', async () => {
-    const deadUrl = `postgresql://postgres@127.0.0.1:${await freePort()}/none`;
-    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: deadUrl, PHYSITRACK_API_KEY: PHYSITRACK_KEY });
-    const db = createDatabase({ url: deadUrl, poolSize: 1, connectTimeoutMs: 1000 });
-    const app = await buildApp({ config, db, logger: captureLogs().logger });
+    const dead = await buildTestApp(await unreachableDatabaseUrl(), { PHYSITRACK_API_KEY: PHYSITRACK_KEY });
     const started = Date.now();
-    const res = await app.inject(physitrackRequest(physitrackNotice()));
+    const res = await dead.app.inject(physitrackRequest(physitrackNotice()));
     expect(res.statusCode).toBe(503);
     expect(res.headers['retry-after']).toBe('5');
     expect(Date.now() - started).toBeLessThan(2000);
-    await app.close();
-    await db.$disconnect();
+    await dead.close();
   });
 });
