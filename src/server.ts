@@ -10,6 +10,7 @@ import { migrateAndReport, resolveDatabase, type ResolvedDatabase } from './db/d
 import { createDownloadAgent } from './downloads/guarded-fetch.js';
 import { createDownloadQueue } from './downloads/queue.js';
 import { createDownloadWorker, type DownloadWorker } from './downloads/worker.js';
+import { removeAbandonedUploads } from './storage/abandoned-uploads.js';
 import { createStorage } from './storage/pdf-storage.js';
 
 export interface RunningService {
@@ -58,6 +59,10 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     if (database.embedded) logger.info({ psql: `psql "${database.url}"` }, 'using the embedded PostgreSQL (development only)');
     await migrateAndReport(database.url, logger);
     db = createDatabase({ url: database.url, poolSize: config.databasePoolSize, connectTimeoutMs: Math.min(config.ackDeadlineMs, 1000) });
+    if (config.storage.kind === 'filesystem') {
+      const removed = await removeAbandonedUploads(config.storage.pdfDir, 2 * config.download.leaseSeconds * 1000);
+      if (removed > 0) logger.info({ removed }, 'removed temp files of downloads interrupted by an earlier crash');
+    }
     const started = startWorker(config, db, agent, logger);
     worker = started;
     app = await buildApp({ config, db, logger, onPhysitrackStored: () => started.wake() });

@@ -63,7 +63,7 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
       config.ackDeadlineMs - reply.elapsedTime,
       () => recordRefusedDelivery(db, { vendor: 'physitrack', eventId: null, statusCode: 503, bodySha256, sourceAddress }, request.log),
     );
-    const log = request.log.child({ vendor: 'physitrack', deliveryId: String(deliveryId), host: check.ok ? check.host : check.host ?? null });
+    const log = request.log.child({ vendor: 'physitrack', deliveryId: String(deliveryId), host: check.host ?? null });
     if (!check.ok) {
       log.warn({ reason: check.reason }, 'physitrack delivery recorded, but its file URL is refused');
       throw new WebhookError('WH_ERR_URL_REFUSED', `The file URL is refused by the download policy: ${check.reason}`);
