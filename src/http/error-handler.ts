@@ -45,7 +45,10 @@ export function errorHandler(error: FastifyError | WebhookError, request: Fastif
 function describeCause(cause: unknown): string | undefined {
   if (!(cause instanceof Error)) return undefined;
   const code = (cause as { code?: unknown }).code;
-  return `${cause.name}${typeof code === 'string' ? ` ${code}` : ''}: ${cause.message.split('\n')[0]?.slice(0, 200)}`;
+  // Prisma wraps PostgreSQL's errors; their SQLSTATE says what happened, their message may quote values.
+  const sqlState = (cause as { meta?: { driverAdapterError?: { cause?: { originalCode?: unknown } } } }).meta?.driverAdapterError?.cause?.originalCode;
+  const message = typeof sqlState === 'string' ? `SQLSTATE ${sqlState}` : cause.message.split('\n')[0]?.slice(0, 200);
+  return `${cause.name}${typeof code === 'string' ? ` ${code}` : ''}: ${message}`;
 }
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): void {

@@ -17,8 +17,8 @@ export interface PatiroEvent {
   /** ISO 8601 with an explicit offset, or null when Patiro's timestamp could not be read. */
   occurredAt: string | null;
   occurredAtRaw: string | null;
-  /** The event's data re-serialised as JSON (null when absent). */
-  dataJson: string | null;
+  /** The event's data as parsed (null when absent). */
+  data: unknown;
   /** data.id, for the two event types that describe a patient. */
   patientId: string | null;
 }
@@ -32,6 +32,8 @@ export function parseOccurredAt(raw: unknown): string | null {
   const match = PATIRO_TIMESTAMP.exec(raw.trim());
   if (!match) return null;
   const [, date, time, fraction, offset] = match;
+  // PostgreSQL has no year 0: storing it would fail the write, and Patiro would retry for hours.
+  if (Number(date!.slice(0, 4)) < 1) return null;
   const utc = !offset || offset.toUpperCase() === 'Z';
   const zone = utc ? 'Z' : `${offset.slice(0, 3)}:${offset.slice(-2)}`;
   const iso = `${date}T${time}${fraction ? `.${fraction.slice(0, 6)}` : ''}${zone}`;
@@ -63,7 +65,7 @@ export function toPatiroEvent(body: unknown): PatiroEvent {
     eventType,
     occurredAt: parseOccurredAt(timestamp),
     occurredAtRaw: typeof timestamp === 'string' ? timestamp : timestamp === undefined ? null : JSON.stringify(timestamp),
-    dataJson: data === undefined ? null : JSON.stringify(data),
+    data: data ?? null,
     patientId: patientIdOf(eventType, data),
   };
 }

@@ -44,9 +44,10 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store }: 
     }
 
     const signedAt = auth.signedAt ?? new Date();
+    const remainingMs = config.ackDeadlineMs - reply.elapsedTime;
     const { inserted } = await storeWithinDeadline(
-      () => store.save({ event, signedAt, bodySha256, sourceAddress: audit.sourceAddress }),
-      config.ackDeadlineMs - reply.elapsedTime,
+      () => store.save({ event, signedAt, bodySha256, sourceAddress: audit.sourceAddress }, Date.now() + remainingMs),
+      remainingMs,
       () => recordRefusedDelivery(db, { ...audit, eventId: event.eventId, statusCode: 503 }, request.log),
     );
     request.log.info({ vendor: 'patiro', eventId: event.eventId, eventType: event.eventType, redelivery: !inserted }, 'patiro event stored');

@@ -28,7 +28,8 @@ export interface PhysitrackNotice {
 
 function calendarDate(value: string): string | null {
   const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value.trim());
-  if (!match) return null;
+  // PostgreSQL has no year 0: storing it would fail the write of the whole delivery.
+  if (!match || Number(match[1]) < 1) return null;
   const date = new Date(`${match[0]}T00:00:00Z`);
   return !Number.isNaN(date.getTime()) && date.toISOString().startsWith(match[0]) ? match[0] : null;
 }
@@ -36,7 +37,9 @@ function calendarDate(value: string): string | null {
 function instant(value: string): string | null {
   if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(value.trim())) return null;
   const ms = Date.parse(value.trim());
-  return Number.isNaN(ms) ? null : new Date(ms).toISOString();
+  if (Number.isNaN(ms)) return null;
+  const iso = new Date(ms).toISOString();
+  return iso.startsWith('0000') ? null : iso;
 }
 
 /** The api_key is checked before this runs, and is not part of what is kept. */

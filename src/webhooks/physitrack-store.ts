@@ -1,4 +1,5 @@
 import type { Database } from '../db/client.js';
+import { createGroupCommitter } from '../db/group-commit.js';
 import type { PhysitrackNotice } from './physitrack-payload.js';
 
 export interface PhysitrackDelivery {
@@ -10,47 +11,56 @@ export interface PhysitrackDelivery {
   sourceAddress: string | null;
 }
 
-/** The delivery row (which is also the download job) and its audit row, in one atomic statement. */
-const SAVE_PHYSITRACK_DELIVERY = `
-WITH delivery AS (
+/**
+ * A batch of delivery rows (each also its download job) and their audit rows, in one atomic
+ * statement. Ids are drawn in the input CTE, which PostgreSQL evaluates once, so each request
+ * learns its own id by its position (ord) without relying on RETURNING's order.
+ */
+const SAVE_PHYSITRACK_BATCH = `
+WITH input AS (
+  SELECT nextval(pg_get_serial_sequence('physitrack_deliveries', 'id')) AS id, t.*
+  FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
+    practitioner_token text, patient_id text, file_url text, program_name text, program_date date,
+    program_created_at timestamptz, updated boolean, refusal text, deadline_hours int, body_sha256 text,
+    source_address text)) WITH ORDINALITY AS t
+), delivery AS (
   INSERT INTO physitrack_deliveries
-    (practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
+    (id, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
      download_status, last_error, deadline_at)
-  VALUES ($1, $2, $3, $4, $5::date, $6::timestamptz, $7,
-     CASE WHEN $8::text IS NULL THEN 'pending' ELSE 'failed' END, $8::text,
-     now() + make_interval(hours => $9::int))
-  RETURNING id
+  SELECT id, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
+         CASE WHEN refusal IS NULL THEN 'pending' ELSE 'failed' END, refusal, now() + make_interval(hours => deadline_hours)
+  FROM input
 ), audit AS (
   INSERT INTO webhook_audit (vendor, event_id, status_code, body_sha256, source_address)
-  SELECT 'physitrack', id::text, CASE WHEN $8::text IS NULL THEN 204 ELSE 422 END, $10, $11 FROM delivery
+  SELECT 'physitrack', id::text, CASE WHEN refusal IS NULL THEN 204 ELSE 422 END, body_sha256, source_address FROM input
 )
-SELECT id FROM delivery`;
+SELECT id, ordinality AS ord FROM input ORDER BY ordinality`;
+
+export async function writePhysitrackBatch(db: Database, batch: PhysitrackDelivery[]): Promise<bigint[]> {
+  const rows = batch.map(({ notice, refusal, deadlineHours, bodySha256, sourceAddress }) => ({
+    practitioner_token: notice.practitionerToken,
+    patient_id: notice.patientId,
+    file_url: notice.fileUrl,
+    program_name: notice.programName,
+    program_date: notice.programDate,
+    program_created_at: notice.programCreatedAt,
+    updated: notice.updated,
+    refusal,
+    deadline_hours: deadlineHours,
+    body_sha256: bodySha256,
+    source_address: sourceAddress,
+  }));
+  const ids = await db.$queryRawUnsafe<{ id: bigint; ord: bigint }[]>(SAVE_PHYSITRACK_BATCH, JSON.stringify(rows));
+  if (ids.length !== batch.length) throw new Error(`the batch insert returned ${ids.length} ids for ${batch.length} rows`);
+  return ids.map((r) => BigInt(r.id));
+}
 
 export interface PhysitrackStore {
   /** Resolves with the delivery id once the row is committed. */
-  save(delivery: PhysitrackDelivery): Promise<bigint>;
+  save(delivery: PhysitrackDelivery, deadlineAt: number): Promise<bigint>;
 }
 
-export function createPhysitrackStore(db: Database): PhysitrackStore {
-  return {
-    async save({ notice, refusal, deadlineHours, bodySha256, sourceAddress }) {
-      const rows = await db.$queryRawUnsafe<{ id: bigint }[]>(
-        SAVE_PHYSITRACK_DELIVERY,
-        notice.practitionerToken,
-        notice.patientId,
-        notice.fileUrl,
-        notice.programName,
-        notice.programDate,
-        notice.programCreatedAt,
-        notice.updated,
-        refusal,
-        deadlineHours,
-        bodySha256,
-        sourceAddress,
-      );
-      const id = rows[0]?.id;
-      if (id === undefined) throw new Error('the delivery insert returned no row');
-      return BigInt(id);
-    },
-  };
+export function createPhysitrackStore(db: Database, options: { maxConcurrentBatches?: number } = {}): PhysitrackStore {
+  const committer = createGroupCommitter<PhysitrackDelivery, bigint>({ writeBatch: (batch) => writePhysitrackBatch(db, batch), ...options });
+  return { save: (delivery, deadlineAt) => committer.submit(delivery, deadlineAt) };
 }

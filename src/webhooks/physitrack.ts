@@ -58,9 +58,10 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
 
     const check = checkFileUrl(notice.fileUrl, policy);
     const refusal = check.ok ? null : `The file URL was refused and will not be downloaded: ${check.reason}.`;
+    const remainingMs = config.ackDeadlineMs - reply.elapsedTime;
     const deliveryId = await storeWithinDeadline(
-      () => store.save({ notice, refusal, deadlineHours: config.download.deadlineHours, bodySha256, sourceAddress }),
-      config.ackDeadlineMs - reply.elapsedTime,
+      () => store.save({ notice, refusal, deadlineHours: config.download.deadlineHours, bodySha256, sourceAddress }, Date.now() + remainingMs),
+      remainingMs,
       () => recordRefusedDelivery(db, { vendor: 'physitrack', eventId: null, statusCode: 503, bodySha256, sourceAddress }, request.log),
     );
     const log = request.log.child({ vendor: 'physitrack', deliveryId: String(deliveryId), host: check.host ?? null });

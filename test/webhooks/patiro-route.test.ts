@@ -121,6 +121,21 @@ describe('POST /webhooks/patiro: redeliveries', () => {
   });
 });
 
+describe('POST /webhooks/patiro: concurrent redeliveries with different data', () => {
+  it('keeps the newest data when 30 versions of one event arrive at once, in any order', async () => {
+    const event = patiroEvent();
+    const t0 = Date.now() - 60_000;
+    const versions = Array.from({ length: 30 }, (_, i) => ({ i, body: JSON.stringify({ ...event, data: { id: 'p-c', version: i } }) }));
+    versions.sort(() => Math.random() - 0.5);
+    const answers = await Promise.all(versions.map(({ i, body }) => t.app.inject(signedPatiroRequest({ body, timestamp: String(t0 + i * 10) }))));
+    expect(answers.every((a) => a.statusCode === 204)).toBe(true);
+    const row = await eventRow(event.eventId as string);
+    expect(row).toMatchObject({ delivery_count: 30, data: { id: 'p-c', version: 29 } });
+    const patient = await database.pool.query('SELECT data FROM patiro_patients WHERE patient_id = $1', ['p-c']);
+    expect(patient.rows[0].data.version).toBe(29);
+  });
+});
+
 describe('POST /webhooks/patiro: patient projection', () => {
   it('keeps the latest patient data by signed time, and when the patient was revealed', async () => {
     const t0 = Date.now() - 60_000;

@@ -1,0 +1,112 @@
+/**
+ * Group commit for the ack path: concurrent requests' rows are written together in one statement,
+ * and each request is answered only once its batch has committed.
+ *
+ * There is no timer window. A batch starts as soon as a writer is free, with everything queued by
+ * then, so a lone request is written at once, and under load the queue grows while the running
+ * batches commit and the next batch takes it all. Batches are bounded, the queue is bounded, and an
+ * item whose deadline passed while queued is not written (its request has already been answered).
+ */
+
+export class OverloadedError extends Error {
+  readonly code = 'WH_ERR_OVERLOADED';
+  constructor(message = 'too many deliveries are waiting to be written') {
+    super(message);
+    this.name = 'OverloadedError';
+  }
+}
+
+export class DeadlinePassedError extends Error {
+  readonly code = 'WH_ERR_DEADLINE_PASSED';
+  constructor() {
+    super('the ack deadline passed while the delivery waited to be written');
+    this.name = 'DeadlinePassedError';
+  }
+}
+
+export interface GroupCommitOptions<T, R> {
+  /** Writes all items in one statement and returns one result per item, in order. */
+  writeBatch(items: T[]): Promise<R[]>;
+  maxBatchSize?: number;
+  /** Batches committing at once; each holds one database connection. */
+  maxConcurrentBatches?: number;
+  /** Items waiting (not yet in a batch) before new ones are refused. */
+  maxQueued?: number;
+  now?: () => number;
+}
+
+export interface GroupCommitter<T, R> {
+  /** Resolves once `item` is committed; rejects with OverloadedError or DeadlinePassedError, or the write's error. */
+  submit(item: T, deadlineAt: number): Promise<R>;
+  readonly stats: { batches: number; rows: number; fallbacks: number; queued: () => number };
+}
+
+interface Pending<T, R> {
+  item: T;
+  deadlineAt: number;
+  resolve(result: R): void;
+  reject(err: unknown): void;
+}
+
+export function createGroupCommitter<T, R>(options: GroupCommitOptions<T, R>): GroupCommitter<T, R> {
+  const { writeBatch, maxBatchSize = 500, maxConcurrentBatches = 2, maxQueued = 5000, now = Date.now } = options;
+  const queue: Pending<T, R>[] = [];
+  let running = 0;
+  const stats = { batches: 0, rows: 0, fallbacks: 0, queued: () => queue.length };
+
+  /** A batch that fails is retried row by row, so one bad row fails only its own request. */
+  async function writeEachAlone(batch: Pending<T, R>[]): Promise<void> {
+    stats.fallbacks += 1;
+    await Promise.all(
+      batch.map(async (p) => {
+        try {
+          const [result] = await writeBatch([p.item]);
+          p.resolve(result as R);
+        } catch (err) {
+          p.reject(err);
+        }
+      }),
+    );
+  }
+
+  async function run(batch: Pending<T, R>[]): Promise<void> {
+    try {
+      const results = await writeBatch(batch.map((p) => p.item));
+      stats.batches += 1;
+      stats.rows += batch.length;
+      batch.forEach((p, i) => p.resolve(results[i] as R));
+    } catch (err) {
+      if (batch.length === 1) batch[0]!.reject(err);
+      else await writeEachAlone(batch);
+    }
+  }
+
+  function pump(): void {
+    while (running < maxConcurrentBatches && queue.length > 0) {
+      const taken = queue.splice(0, maxBatchSize);
+      const current = now();
+      const batch = taken.filter((p) => {
+        if (p.deadlineAt > current) return true;
+        p.reject(new DeadlinePassedError());
+        return false;
+      });
+      if (batch.length === 0) continue;
+      running += 1;
+      void run(batch).finally(() => {
+        running -= 1;
+        pump();
+      });
+    }
+  }
+
+  return {
+    submit(item, deadlineAt) {
+      if (queue.length >= maxQueued) return Promise.reject(new OverloadedError());
+      return new Promise<R>((resolve, reject) => {
+        queue.push({ item, deadlineAt, resolve, reject });
+        pump();
+      });
+    },
+    stats,
+  };
+}
