@@ -4,6 +4,8 @@ import type { Config } from './config.js';
 import type { Database } from './db/client.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
+import { metricsRoute } from './http/metrics-route.js';
+import type { Metrics, Vendor } from './metrics.js';
 import { isPatiroConfigured } from './webhooks/patiro-auth.js';
 import { createPatiroStore, type PatiroStore } from './webhooks/patiro-store.js';
 import { patiroRoutes } from './webhooks/patiro.js';
@@ -19,6 +21,17 @@ export interface AppDeps {
   physitrackStore?: PhysitrackStore;
   /** Wakes the download worker when a delivery is stored. */
   onPhysitrackStored?: () => void;
+  metrics?: Metrics;
+}
+
+const VENDOR_ROUTES: Record<string, Vendor> = { '/webhooks/patiro': 'patiro', '/webhooks/physitrack': 'physitrack' };
+
+/** Every answer of a vendor route is counted and timed, whatever path produced it. */
+function countDeliveries(app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onResponse', async (request, reply) => {
+    const vendor = VENDOR_ROUTES[request.routeOptions.url ?? ''];
+    if (vendor) metrics.delivery(vendor, reply.statusCode, reply.elapsedTime / 1000);
+  });
 }
 
 /**
@@ -52,15 +65,20 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
 
+  const { metrics } = deps;
+  if (metrics) countDeliveries(app, metrics);
+  if (metrics && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
   await app.register(healthRoutes, { db });
   if (isPatiroConfigured(config.patiro)) {
-    await app.register(patiroRoutes, { config, db, store: deps.patiroStore ?? createPatiroStore(db) });
+    const onAuthFailure = (reason: string) => metrics?.authFailure('patiro', reason);
+    await app.register(patiroRoutes, { config, db, store: deps.patiroStore ?? createPatiroStore(db), onAuthFailure });
   } else {
     logger.warn('POST /webhooks/patiro is disabled: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH to enable it');
   }
   if (config.physitrack.apiKeys.length > 0) {
     const store = deps.physitrackStore ?? createPhysitrackStore(db);
-    await app.register(physitrackRoutes, { config, db, store, onStored: deps.onPhysitrackStored });
+    const onAuthFailure = (reason: string) => metrics?.authFailure('physitrack', reason);
+    await app.register(physitrackRoutes, { config, db, store, onStored: deps.onPhysitrackStored, onAuthFailure });
   } else {
     logger.warn('POST /webhooks/physitrack is disabled: set PHYSITRACK_API_KEY to enable it');
   }

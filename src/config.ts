@@ -35,6 +35,8 @@ const envSchema = z.object({
   ACK_DEADLINE_MS: integer(100, 2000).default(1500),
   SHUTDOWN_TIMEOUT_MS: integer(1000, 30_000).default(25_000),
   DATABASE_POOL_SIZE: integer(1, 100).default(10),
+  METRICS_ENABLED: boolean.default(true),
+  METRICS_PORT: integer(1, 65535).optional(),
 
   PATIRO_SIGNING_SECRET: secretList.optional(),
   PATIRO_TIMESTAMP_TOLERANCE_SECONDS: integer(0, 7 * 24 * 3600).default(300),
@@ -86,6 +88,7 @@ function toConfig(env: z.infer<typeof envSchema>) {
     ackDeadlineMs: env.ACK_DEADLINE_MS,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     databasePoolSize: env.DATABASE_POOL_SIZE,
+    metrics: { enabled: env.METRICS_ENABLED, port: env.METRICS_PORT },
     patiro: {
       signingSecrets: env.PATIRO_SIGNING_SECRET ?? [],
       timestampToleranceSeconds: env.PATIRO_TIMESTAMP_TOLERANCE_SECONDS,

@@ -10,6 +10,8 @@ import { migrateAndReport, resolveDatabase, type ResolvedDatabase } from './db/d
 import { createDownloadAgent } from './downloads/guarded-fetch.js';
 import { createDownloadQueue } from './downloads/queue.js';
 import { createDownloadWorker, type DownloadWorker } from './downloads/worker.js';
+import { startMetricsServer } from './http/metrics-route.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { removeAbandonedUploads } from './storage/abandoned-uploads.js';
 import { createStorage } from './storage/pdf-storage.js';
 
@@ -23,7 +25,7 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-function startWorker(config: Config, db: Database, agent: Agent, logger: Logger): DownloadWorker {
+function startWorker(config: Config, db: Database, agent: Agent, logger: Logger, metrics: Metrics | undefined): DownloadWorker {
   const workerId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const worker = createDownloadWorker({
     queue: createDownloadQueue(db, workerId, config.download.leaseSeconds),
@@ -35,6 +37,7 @@ function startWorker(config: Config, db: Database, agent: Agent, logger: Logger)
     retryBaseMs: config.download.retryBaseMs,
     concurrency: config.download.concurrency,
     log: logger.child({ component: 'download-worker', workerId }),
+    onAttempt: metrics && ((outcome, seconds, sizeBytes) => metrics.downloadAttempt(outcome, seconds, sizeBytes)),
   });
   worker.start();
   return worker;
@@ -46,9 +49,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let db: Database | undefined;
   let app: FastifyInstance | undefined;
   let worker: DownloadWorker | undefined;
+  let metricsServer: FastifyInstance | undefined;
   const agent = createDownloadAgent({ allowPrivateAddresses: config.download.allowPrivateAddresses });
   const stop = async () => {
     await app?.close();
+    await metricsServer?.close();
     // Leave a few seconds of the shutdown budget for closing the database after the downloads.
     await worker?.stop(Math.max(config.shutdownTimeoutMs - 5000, 1000));
     await agent.close();
@@ -63,9 +68,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       const removed = await removeAbandonedUploads(config.storage.pdfDir, 2 * config.download.leaseSeconds * 1000);
       if (removed > 0) logger.info({ removed }, 'removed temp files of downloads interrupted by an earlier crash');
     }
-    const started = startWorker(config, db, agent, logger);
+    const metrics = config.metrics.enabled ? createMetrics(db) : undefined;
+    const started = startWorker(config, db, agent, logger, metrics);
     worker = started;
-    app = await buildApp({ config, db, logger, onPhysitrackStored: () => started.wake() });
+    app = await buildApp({ config, db, logger, metrics, onPhysitrackStored: () => started.wake() });
+    if (metrics && config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, config.host, config.metrics.port, logger);
     await app.listen({ host: config.host, port: config.port });
   } catch (err) {
     await stop().catch((stopErr: unknown) => logger.error({ err: stopErr }, 'cleanup after a failed start failed'));

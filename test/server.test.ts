@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
+import { freePort } from '../src/db/embedded.js';
 import { startService } from '../src/server.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { captureLogs } from './helpers/logs.js';
@@ -25,6 +26,20 @@ describe('startService / stop', () => {
     await service.stop();
     expect((await inFlight).status).toBe(200);
     await expect(fetch(`${base}/healthz`)).rejects.toThrow();
+  });
+
+  it('serves /metrics on METRICS_PORT, apart from the webhooks', async () => {
+    const metricsPort = await freePort();
+    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0', METRICS_PORT: String(metricsPort) });
+    const service = await startService(config, captureLogs().logger);
+    try {
+      const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      expect(res.status).toBe(200);
+      expect(await res.text()).toMatch(/^physitrack_deliveries\{download_status="pending"\} 0$/m);
+    } finally {
+      await service.stop();
+    }
+    await expect(fetch(`http://127.0.0.1:${metricsPort}/metrics`)).rejects.toThrow();
   });
 
   it('applies migrations at start', async () => {

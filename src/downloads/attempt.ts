@@ -14,6 +14,8 @@ export interface AttemptDeps {
   maxBytes: number;
   retryBaseMs: number;
   log: FastifyBaseLogger;
+  /** Told about every finished attempt (metrics). */
+  onAttempt?: (outcome: AttemptOutcome, seconds: number, sizeBytes: number) => void;
 }
 
 export type AttemptOutcome = 'done' | 'retry' | 'failed' | 'released' | 'lost';
@@ -32,6 +34,14 @@ function hostOf(url: string): string | null {
  * The URL is never logged: its path grants access to the PDF.
  */
 export async function attemptDownload(delivery: ClaimedDelivery, deps: AttemptDeps, signal: AbortSignal): Promise<AttemptOutcome> {
+  const started = Date.now();
+  let sizeBytes = 0;
+  const outcome = await attemptOnce(delivery, deps, signal, (bytes) => (sizeBytes = bytes));
+  deps.onAttempt?.(outcome, (Date.now() - started) / 1000, sizeBytes);
+  return outcome;
+}
+
+async function attemptOnce(delivery: ClaimedDelivery, deps: AttemptDeps, signal: AbortSignal, stored: (bytes: number) => void): Promise<AttemptOutcome> {
   const log = deps.log.child({ deliveryId: String(delivery.id), attempt: delivery.attempts, host: hostOf(delivery.fileUrl) });
   const started = Date.now();
   const pending = await deps.storage.begin().catch((err: unknown) => err as Error);
@@ -48,6 +58,7 @@ export async function attemptDownload(delivery: ClaimedDelivery, deps: AttemptDe
     });
     const { documentId, deduplicated } = await pending.commit({ sha256: result.sha256, sizeBytes: result.sizeBytes, contentType: result.contentType ?? 'application/pdf' });
     const owned = await deps.queue.markDone(delivery.id, documentId);
+    stored(result.sizeBytes);
     log.info({ durationMs: Date.now() - started, sizeBytes: result.sizeBytes, documentId: String(documentId), deduplicated, status: 200 }, 'pdf downloaded and stored');
     return owned ? 'done' : lost(log);
   } catch (err) {

@@ -47,6 +47,19 @@ WHERE download_status IN ('pending', 'downloading') AND next_attempt_at <= now()
  */
 const LAST_CHANCE = "interval '30 seconds'";
 
+/**
+ * Runs a row update and, in the same statement (so only once it commits), tells a listening PMS
+ * about rows that reached a final state. No patient data in the payload.
+ */
+export function notifyingFinalStates(update: string): string {
+  return `WITH changed AS (${update} RETURNING id, download_status), notified AS (
+  SELECT pg_notify('webhook_receiver', json_build_object('vendor', 'physitrack', 'table', 'physitrack_deliveries',
+    'id', id::text, 'downloadStatus', download_status)::text)
+  FROM changed WHERE download_status IN ('done', 'failed', 'expired')
+)
+SELECT id FROM changed, (SELECT count(*) FROM notified) AS n`;
+}
+
 /** Every report back is guarded by the lease: a worker that lost its row changes nothing. */
 const OWNED = `id = $1 AND locked_by = $2 AND download_status = 'downloading'`;
 
@@ -62,14 +75,14 @@ export interface DownloadQueue {
 }
 
 export function createDownloadQueue(db: Database, workerId: string, leaseSeconds: number): DownloadQueue {
-  const update = async (sql: string, ...params: unknown[]) => (await db.$executeRawUnsafe(sql, ...params)) > 0;
+  const update = async (sql: string, ...params: unknown[]) => (await db.$queryRawUnsafe<unknown[]>(notifyingFinalStates(sql), ...params)).length > 0;
   return {
     async claim(limit) {
       const rows = await db.$queryRawUnsafe<ClaimedDelivery[]>(CLAIM, limit, workerId, leaseSeconds);
       return rows.map((r) => ({ ...r, id: BigInt(r.id) }));
     },
     async expireOverdue() {
-      return db.$executeRawUnsafe(EXPIRE);
+      return (await db.$queryRawUnsafe<unknown[]>(notifyingFinalStates(EXPIRE))).length;
     },
     markDone: (id, documentId) =>
       update(
@@ -96,9 +109,9 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
              last_http_status = $4,
              next_attempt_at  = GREATEST(n.at, now()),
              locked_by = NULL, locked_until = NULL
-         FROM (SELECT id, LEAST(now() + make_interval(secs => $5::float8 / 1000), deadline_at - ${LAST_CHANCE}) AS at
+         FROM (SELECT id AS target, LEAST(now() + make_interval(secs => $5::float8 / 1000), deadline_at - ${LAST_CHANCE}) AS at
                FROM physitrack_deliveries WHERE id = $1) n
-         WHERE d.id = n.id AND d.${OWNED}`,
+         WHERE d.id = n.target AND d.${OWNED}`,
         id,
         workerId,
         error,

@@ -13,7 +13,8 @@ export interface PatiroDelivery {
  * One statement, so one atomic commit for a whole batch: the event upserts, the patient projection
  * and one audit row per delivery. Rows arrive as one JSON array (jsonb_to_recordset), already
  * folded to one row per event and per patient: ON CONFLICT may touch a row only once per statement.
- * Every redelivery counts (n), but only a newer signed timestamp replaces the data.
+ * Every redelivery counts (n), but only a newer signed timestamp replaces the data. A listening
+ * PMS is notified of each event once the batch commits (ids and types only, no patient data).
  */
 const SAVE_PATIRO_BATCH = `
 WITH event AS (
@@ -29,7 +30,11 @@ WITH event AS (
     signed_at        = GREATEST(e.signed_at, EXCLUDED.signed_at),
     last_received_at = now(),
     delivery_count   = e.delivery_count + EXCLUDED.delivery_count
-  RETURNING event_id, (xmax = 0) AS inserted
+  RETURNING event_id, event_type, (xmax = 0) AS inserted
+), notify AS (
+  SELECT pg_notify('webhook_receiver', json_build_object('vendor', 'patiro', 'table', 'patiro_events', 'id', event_id,
+    'eventType', event_type, 'redelivery', NOT inserted)::text)
+  FROM event
 ), patient AS (
   INSERT INTO patiro_patients AS p (patient_id, data, signed_at, revealed_at, updated_at, last_event_id)
   SELECT patient_id, data, signed_at, revealed_at, now(), last_event_id
@@ -45,7 +50,7 @@ WITH event AS (
   SELECT 'patiro', event_id, 204, body_sha256, source_address
   FROM jsonb_to_recordset($3::jsonb) AS t(event_id text, body_sha256 text, source_address text)
 )
-SELECT event_id AS "eventId", inserted FROM event`;
+SELECT event_id AS "eventId", inserted FROM event, (SELECT count(*) FROM notify) AS notified`;
 
 /** Within one batch, the delivery with the newest signed time wins, as it would across batches. */
 function newest(a: PatiroDelivery, b: PatiroDelivery): PatiroDelivery {

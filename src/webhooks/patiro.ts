@@ -14,6 +14,7 @@ export interface PatiroRouteOptions {
   config: Config;
   db: Database;
   store: PatiroStore;
+  onAuthFailure?: (reason: string) => void;
 }
 
 /**
@@ -21,7 +22,7 @@ export interface PatiroRouteOptions {
  * Patiro stops retrying on one particular 4xx; every failure here is 401, 400, 413, 415 or 503,
  * so a misconfiguration can be fixed while Patiro keeps retrying (about 10 hours).
  */
-export async function patiroRoutes(app: FastifyInstance, { config, db, store }: PatiroRouteOptions): Promise<void> {
+export async function patiroRoutes(app: FastifyInstance, { config, db, store, onAuthFailure }: PatiroRouteOptions): Promise<void> {
   acceptRawJson(app);
 
   app.post('/webhooks/patiro', async (request, reply) => {
@@ -30,6 +31,7 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store }: 
     const auth = authenticatePatiro(config.patiro, { rawBody, headers: request.headers, token: query.token }, new Date());
     if (!auth.ok) {
       request.log.warn({ vendor: 'patiro', reason: auth.reason }, 'patiro delivery not authenticated');
+      onAuthFailure?.(auth.reason);
       throw new WebhookError('WH_ERR_UNAUTHENTICATED', `Authentication failed (${auth.reason})`);
     }
 

@@ -33,8 +33,12 @@ WITH input AS (
 ), audit AS (
   INSERT INTO webhook_audit (vendor, event_id, status_code, body_sha256, source_address)
   SELECT 'physitrack', id::text, CASE WHEN refusal IS NULL THEN 204 ELSE 422 END, body_sha256, source_address FROM input
+), notify AS (
+  SELECT pg_notify('webhook_receiver', json_build_object('vendor', 'physitrack', 'table', 'physitrack_deliveries',
+    'id', id::text, 'downloadStatus', CASE WHEN refusal IS NULL THEN 'pending' ELSE 'failed' END)::text)
+  FROM input
 )
-SELECT id, ordinality AS ord FROM input ORDER BY ordinality`;
+SELECT id, ordinality AS ord FROM input, (SELECT count(*) FROM notify) AS notified ORDER BY ordinality`;
 
 export async function writePhysitrackBatch(db: Database, batch: PhysitrackDelivery[]): Promise<bigint[]> {
   const rows = batch.map(({ notice, refusal, deadlineHours, bodySha256, sourceAddress }) => ({

@@ -17,6 +17,7 @@ export interface PhysitrackRouteOptions {
   store: PhysitrackStore;
   /** Called after a downloadable delivery is committed, so the worker starts at once. */
   onStored?: () => void;
+  onAuthFailure?: (reason: string) => void;
 }
 
 function authenticate(config: Config['physitrack'], body: unknown): string | undefined {
@@ -33,7 +34,7 @@ function authenticate(config: Config['physitrack'], body: unknown): string | und
  * depth-limited) before the key is checked; nothing else is looked at until it matches.
  * Then: validate → one durable insert (the row is the download job) → 204, and the worker fetches later.
  */
-export async function physitrackRoutes(app: FastifyInstance, { config, db, store, onStored }: PhysitrackRouteOptions): Promise<void> {
+export async function physitrackRoutes(app: FastifyInstance, { config, db, store, onStored, onAuthFailure }: PhysitrackRouteOptions): Promise<void> {
   acceptRawJson(app);
   const policy = { allowedHosts: config.physitrack.fileUrlHosts, allowPrivateAddresses: config.download.allowPrivateAddresses };
 
@@ -43,6 +44,7 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     const failure = authenticate(config.physitrack, body);
     if (failure) {
       request.log.warn({ vendor: 'physitrack', reason: failure }, 'physitrack delivery not authenticated');
+      onAuthFailure?.(failure);
       throw new WebhookError('WH_ERR_UNAUTHENTICATED', `Authentication failed (${failure})`);
     }
 

@@ -1,0 +1,93 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Database } from './db/client.js';
+
+export type Vendor = 'patiro' | 'physitrack';
+
+/** Buckets that show the vendors' 2 s budget (and our 1.5 s ack deadline) at a glance. */
+const ACK_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 5];
+const DOWNLOAD_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+interface QueueFigures {
+  byStatus: { status: string; n: number }[];
+  oldestPendingAgeSeconds: number | null;
+  soonestDeadlineSeconds: number | null;
+}
+
+/** The PMS-facing numbers to alert on come straight from the table, at scrape time. */
+async function readQueueFigures(db: Database): Promise<QueueFigures> {
+  const byStatus = await db.$queryRawUnsafe<{ status: string; n: number }[]>(
+    'SELECT download_status AS status, count(*)::int AS n FROM physitrack_deliveries GROUP BY 1',
+  );
+  const [times] = await db.$queryRawUnsafe<{ oldest: number | null; soonest: number | null }[]>(
+    `SELECT extract(epoch FROM now() - min(received_at))::float8 AS oldest,
+            extract(epoch FROM min(deadline_at) - now())::float8 AS soonest
+     FROM physitrack_deliveries WHERE download_status IN ('pending', 'downloading')`,
+  );
+  return { byStatus, oldestPendingAgeSeconds: times?.oldest ?? null, soonestDeadlineSeconds: times?.soonest ?? null };
+}
+
+/** One registry per process, created in main (no global default registry). */
+export function createMetrics(db: Database) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const deliveries = new Counter({ name: 'webhook_deliveries_total', help: 'Webhook requests answered, by vendor and status code', labelNames: ['vendor', 'status'], registers: [registry] });
+  const ackDuration = new Histogram({ name: 'webhook_ack_duration_seconds', help: 'Time to answer a webhook request', labelNames: ['vendor'], buckets: ACK_BUCKETS, registers: [registry] });
+  const authFailures = new Counter({ name: 'webhook_auth_failures_total', help: 'Unauthenticated webhook requests, by reason', labelNames: ['vendor', 'reason'], registers: [registry] });
+  const tooLarge = new Counter({ name: 'webhook_body_too_large_total', help: 'Webhook bodies refused for exceeding BODY_LIMIT_BYTES', labelNames: ['vendor'], registers: [registry] });
+  const attempts = new Counter({ name: 'pdf_download_attempts_total', help: 'PDF download attempts, by outcome', labelNames: ['outcome'], registers: [registry] });
+  const downloadDuration = new Histogram({ name: 'pdf_download_duration_seconds', help: 'Duration of PDF download attempts', labelNames: ['outcome'], buckets: DOWNLOAD_BUCKETS, registers: [registry] });
+  const bytes = new Counter({ name: 'pdf_download_bytes_total', help: 'Bytes of PDFs downloaded and stored', registers: [registry] });
+
+  let lastFigures: Promise<QueueFigures> | undefined;
+  // One query serves the three gauges of a scrape.
+  const collectQueue = async () => {
+    lastFigures ??= readQueueFigures(db).finally(() => setImmediate(() => (lastFigures = undefined)));
+    return lastFigures;
+  };
+  new Gauge({
+    name: 'physitrack_deliveries',
+    help: 'Physitrack deliveries by download_status',
+    labelNames: ['download_status'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const status of ['pending', 'downloading', 'done', 'failed', 'expired']) this.set({ download_status: status }, 0);
+      for (const { status, n } of (await collectQueue()).byStatus) this.set({ download_status: status }, n);
+    },
+  });
+  new Gauge({
+    name: 'pdf_download_oldest_pending_age_seconds',
+    help: 'Age of the oldest delivery not yet downloaded (0 when none)',
+    registers: [registry],
+    async collect() {
+      this.set((await collectQueue()).oldestPendingAgeSeconds ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'pdf_download_soonest_deadline_seconds',
+    help: 'Seconds left before the soonest download deadline among waiting deliveries (absent when none): alert when low',
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const seconds = (await collectQueue()).soonestDeadlineSeconds;
+      if (seconds !== null) this.set(seconds);
+    },
+  });
+
+  return {
+    registry,
+    delivery(vendor: Vendor, status: number, seconds: number) {
+      deliveries.inc({ vendor, status: String(status) });
+      ackDuration.observe({ vendor }, seconds);
+      if (status === 413) tooLarge.inc({ vendor });
+    },
+    authFailure: (vendor: Vendor, reason: string) => authFailures.inc({ vendor, reason }),
+    downloadAttempt(outcome: string, seconds: number, sizeBytes = 0) {
+      attempts.inc({ outcome });
+      downloadDuration.observe({ outcome }, seconds);
+      if (sizeBytes > 0) bytes.inc(sizeBytes);
+    },
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
