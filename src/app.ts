@@ -22,6 +22,8 @@ export interface AppDeps {
   /** Wakes the download worker when a delivery is stored. */
   onPhysitrackStored?: () => void;
   metrics?: Metrics;
+  /** Serve HTTPS with this key and certificate (PEM), for sites without a TLS-terminating proxy. */
+  https?: { key: Buffer; cert: Buffer };
 }
 
 const VENDOR_ROUTES: Record<string, Vendor> = { '/webhooks/patiro': 'patiro', '/webhooks/physitrack': 'physitrack' };
@@ -53,6 +55,7 @@ function closeConnectionsWhenDraining(app: FastifyInstance): void {
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, db, logger } = deps;
   const app = Fastify({
+    ...(deps.https ? { https: deps.https } : {}),
     loggerInstance: logger,
     bodyLimit: config.bodyLimitBytes,
     genReqId: () => randomUUID(),

@@ -37,6 +37,8 @@ const envSchema = z.object({
   DATABASE_POOL_SIZE: integer(1, 100).default(10),
   METRICS_ENABLED: boolean.default(true),
   METRICS_PORT: integer(1, 65535).optional(),
+  TLS_CERT_FILE: z.string().optional(),
+  TLS_KEY_FILE: z.string().optional(),
 
   PATIRO_SIGNING_SECRET: secretList.optional(),
   PATIRO_TIMESTAMP_TOLERANCE_SECONDS: integer(0, 7 * 24 * 3600).default(300),
@@ -89,6 +91,7 @@ function toConfig(env: z.infer<typeof envSchema>) {
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     databasePoolSize: env.DATABASE_POOL_SIZE,
     metrics: { enabled: env.METRICS_ENABLED, port: env.METRICS_PORT },
+    tls: env.TLS_CERT_FILE && env.TLS_KEY_FILE ? { certFile: path.resolve(env.TLS_CERT_FILE), keyFile: path.resolve(env.TLS_KEY_FILE) } : undefined,
     patiro: {
       signingSecrets: env.PATIRO_SIGNING_SECRET ?? [],
       timestampToleranceSeconds: env.PATIRO_TIMESTAMP_TOLERANCE_SECONDS,
@@ -142,6 +145,9 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   const problems: string[] = [];
   if (env.NODE_ENV === 'production' && !env.DATABASE_URL) {
     problems.push('DATABASE_URL: is required when NODE_ENV=production (the embedded database is for development only)');
+  }
+  if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
+    problems.push('TLS_CERT_FILE, TLS_KEY_FILE: set both to serve HTTPS, or neither');
   }
   if (env.DOWNLOAD_LEASE_SECONDS * 1000 <= env.DOWNLOAD_TIMEOUT_MS) {
     // A lease shorter than a download would hand a row still being fetched to another worker.

@@ -15,7 +15,7 @@ async function readConfig(): Promise<{ config: Config; devSecrets: DevSecrets['u
 function printBanner(service: RunningService, config: Config, devSecrets: DevSecrets['used']): void {
   const address = service.app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
-  const base = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
+  const base = `${config.tls ? 'https' : 'http'}://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
   const lines = [`Webhook receiver listening on ${base}`, `  ready:      ${base}/readyz`];
   if (Object.keys(devSecrets).length > 0) {
     lines.push('  development secrets (generated once, kept in DATA_DIR/dev-secrets.json; never used in production):');

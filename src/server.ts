@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -71,7 +72,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     const metrics = config.metrics.enabled ? createMetrics(db) : undefined;
     const started = startWorker(config, db, agent, logger, metrics);
     worker = started;
-    app = await buildApp({ config, db, logger, metrics, onPhysitrackStored: () => started.wake() });
+    const https = config.tls && { key: await readFile(config.tls.keyFile), cert: await readFile(config.tls.certFile) };
+    app = await buildApp({ config, db, logger, metrics, https, onPhysitrackStored: () => started.wake() });
     if (metrics && config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, config.host, config.metrics.port, logger);
     await app.listen({ host: config.host, port: config.port });
   } catch (err) {

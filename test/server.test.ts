@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { freePort } from '../src/db/embedded.js';
 import { startService } from '../src/server.js';
@@ -40,6 +40,29 @@ describe('startService / stop', () => {
       await service.stop();
     }
     await expect(fetch(`http://127.0.0.1:${metricsPort}/metrics`)).rejects.toThrow();
+  });
+
+  it('serves HTTPS itself when TLS_CERT_FILE and TLS_KEY_FILE are set', async () => {
+    const tls = inject('tls');
+    const config = loadConfig({
+      NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0',
+      TLS_CERT_FILE: tls.serverCertPath, TLS_KEY_FILE: tls.serverKeyPath,
+    });
+    const service = await startService(config, captureLogs().logger);
+    try {
+      const address = service.app.server.address();
+      if (typeof address !== 'object' || !address) throw new Error('no address');
+      // Trusted through NODE_EXTRA_CA_CERTS, like any certificate a clinic installs.
+      const res = await fetch(`https://localhost:${address.port}/readyz`);
+      expect(res.status).toBe(200);
+      await expect(fetch(`http://localhost:${address.port}/readyz`)).rejects.toThrow();
+    } finally {
+      await service.stop();
+    }
+  });
+
+  it('refuses a certificate without its key', () => {
+    expect(() => loadConfig({ TLS_CERT_FILE: '/etc/cert.pem' })).toThrow(/TLS_CERT_FILE, TLS_KEY_FILE: set both/);
   });
 
   it('applies migrations at start', async () => {
