@@ -1,0 +1,27 @@
+import dotenv from 'dotenv';
+import { pino } from 'pino';
+import { migrateAndReport } from '../db/database-url.js';
+
+/**
+ * Applies pending migrations to DATABASE_URL and exits: for running migrations once per rollout
+ * (a Kubernetes Job or init container). The service also applies them at start, under the same
+ * advisory lock, so running both is safe.
+ */
+async function main(): Promise<number> {
+  dotenv.config({ quiet: true });
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    process.stderr.write('DATABASE_URL: is required to apply migrations\n');
+    return 2;
+  }
+  await migrateAndReport(url, pino({ level: 'info' }));
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`migration failed: ${(err as Error).message}\n`);
+    process.exit(1);
+  },
+);
