@@ -37,6 +37,7 @@ const envSchema = z.object({
   DATABASE_POOL_SIZE: integer(1, 100).default(10),
   METRICS_ENABLED: boolean.default(true),
   METRICS_PORT: integer(1, 65535).optional(),
+  RETENTION_DAYS: integer(1, 36_500).optional(),
   TLS_CERT_FILE: z.string().optional(),
   TLS_KEY_FILE: z.string().optional(),
 
@@ -91,6 +92,7 @@ function toConfig(env: z.infer<typeof envSchema>) {
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     databasePoolSize: env.DATABASE_POOL_SIZE,
     metrics: { enabled: env.METRICS_ENABLED, port: env.METRICS_PORT },
+    retentionDays: env.RETENTION_DAYS,
     tls: env.TLS_CERT_FILE && env.TLS_KEY_FILE ? { certFile: path.resolve(env.TLS_CERT_FILE), keyFile: path.resolve(env.TLS_KEY_FILE) } : undefined,
     patiro: {
       signingSecrets: env.PATIRO_SIGNING_SECRET ?? [],

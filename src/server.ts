@@ -13,6 +13,7 @@ import { createDownloadQueue } from './downloads/queue.js';
 import { createDownloadWorker, type DownloadWorker } from './downloads/worker.js';
 import { startMetricsServer } from './http/metrics-route.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { startDailyPurge } from './retention-schedule.js';
 import { removeAbandonedUploads } from './storage/abandoned-uploads.js';
 import { createStorage } from './storage/pdf-storage.js';
 
@@ -51,10 +52,12 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let app: FastifyInstance | undefined;
   let worker: DownloadWorker | undefined;
   let metricsServer: FastifyInstance | undefined;
+  let retention: { stop(): Promise<void> } | undefined;
   const agent = createDownloadAgent({ allowPrivateAddresses: config.download.allowPrivateAddresses });
   const stop = async () => {
     await app?.close();
     await metricsServer?.close();
+    await retention?.stop();
     // Leave a few seconds of the shutdown budget for closing the database after the downloads.
     await worker?.stop(Math.max(config.shutdownTimeoutMs - 5000, 1000));
     await agent.close();
@@ -71,6 +74,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     }
     const metrics = config.metrics.enabled ? createMetrics(db) : undefined;
     const started = startWorker(config, db, agent, logger, metrics);
+    if (config.retentionDays !== undefined) {
+      retention = startDailyPurge({ db, retentionDays: config.retentionDays, pdfDir: config.storage.pdfDir, log: logger.child({ component: 'retention' }) });
+    }
     worker = started;
     const https = config.tls && { key: await readFile(config.tls.keyFile), cert: await readFile(config.tls.certFile) };
     app = await buildApp({ config, db, logger, metrics, https, onPhysitrackStored: () => started.wake() });
