@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    exclude: ['test/sentinel/**', 'node_modules/**'],
+    exclude: ['test/sentinel/**', 'test/faults/**', 'node_modules/**'],
     globalSetup: ['test/global/tls.ts', 'test/global/database.ts'],
     pool: 'forks',
     testTimeout: 20_000,

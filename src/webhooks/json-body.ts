@@ -38,9 +38,35 @@ export function parseJsonBody(raw: Buffer): unknown {
   if (nestingExceeds(text, MAX_DEPTH)) throw new WebhookError('WH_ERR_BAD_JSON', `The JSON is nested deeper than ${MAX_DEPTH} levels`);
   // PostgreSQL's jsonb cannot hold a NUL character; refuse it here with a reason the sender can act on.
   if (text.includes('\\u0000')) throw new WebhookError('WH_ERR_BAD_JSON', 'The JSON contains a \\u0000 character, which cannot be stored');
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     throw new WebhookError('WH_ERR_BAD_JSON');
   }
+  // JSON allows a lone UTF-16 surrogate (\ud800); PostgreSQL refuses it. Refusing it here makes it
+  // a 400 the sender can act on, instead of a write that fails on every retry.
+  if (hasLoneSurrogate(value)) throw new WebhookError('WH_ERR_BAD_JSON', 'The JSON contains a lone UTF-16 surrogate, which cannot be stored');
+  return value;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Every key and string, walked without recursion (nesting is already bounded). */
+function hasLoneSurrogate(root: unknown): boolean {
+  const pending: unknown[] = [root];
+  while (pending.length > 0) {
+    const value = pending.pop();
+    if (typeof value === 'string') {
+      if (LONE_SURROGATE.test(value)) return true;
+    } else if (Array.isArray(value)) {
+      pending.push(...value);
+    } else if (typeof value === 'object' && value !== null) {
+      for (const [key, child] of Object.entries(value)) {
+        if (LONE_SURROGATE.test(key)) return true;
+        pending.push(child);
+      }
+    }
+  }
+  return false;
 }
