@@ -22,6 +22,9 @@ export function createDownloadWorker(options: WorkerOptions): DownloadWorker {
   const { queue, concurrency, log } = options;
   const pollIntervalMs = options.pollIntervalMs ?? 1000;
   const maxErrorBackoffMs = options.maxErrorBackoffMs ?? 15_000;
+  // Expiring reads every waiting row; once per poll interval is plenty for a deadline of hours,
+  // and a burst of wakes (one per stored notice) must not repeat it back to back.
+  let lastExpiredAt = 0;
   const inFlight = new Set<Promise<AttemptOutcome>>();
   const abort = new AbortController();
   let running = false;
@@ -51,7 +54,10 @@ export function createDownloadWorker(options: WorkerOptions): DownloadWorker {
 
   /** Claims up to the free slots and starts each attempt; returns the started attempts. */
   async function claimAndStart(): Promise<Promise<AttemptOutcome>[]> {
-    await queue.expireOverdue();
+    if (Date.now() - lastExpiredAt >= pollIntervalMs) {
+      await queue.expireOverdue();
+      lastExpiredAt = Date.now();
+    }
     const free = concurrency - inFlight.size;
     if (free <= 0) return [];
     const claimed = await queue.claim(free);
