@@ -1,4 +1,4 @@
-import type { Database } from '../db/client.js';
+import { poolOf, type Database } from '../db/client.js';
 
 export type StorageErrorCode =
   | 'STORAGE_ERR_MISMATCH' // commit was asked for other bytes than were written: a caller bug
@@ -69,15 +69,9 @@ export async function recordDocument(db: Database, row: NewDocument): Promise<Co
   for (let attempt = 0; attempt < 3; attempt += 1) {
     const [existing] = await db.$queryRawUnsafe<{ id: bigint }[]>(FIND_DOCUMENT, row.sha256);
     if (existing) return { documentId: BigInt(existing.id), deduplicated: true };
-    const [inserted] = await db.$queryRawUnsafe<{ id: bigint }[]>(
-      INSERT_DOCUMENT,
-      row.sha256,
-      row.sizeBytes,
-      row.contentType,
-      row.storage,
-      row.storageKey,
-      row.content,
-    );
+    // Plain pg for the bytes: Prisma would base64 them on the way (see poolOf).
+    const { rows } = await poolOf(db).query<{ id: string }>(INSERT_DOCUMENT, [row.sha256, row.sizeBytes, row.contentType, row.storage, row.storageKey, row.content]);
+    const inserted = rows[0];
     if (inserted) return { documentId: BigInt(inserted.id), deduplicated: false };
   }
   const message = `The documents row for sha256 ${row.sha256} disappeared each time it was looked up.`;
