@@ -68,9 +68,10 @@ export function createMetrics(db: Database) {
     help: 'Seconds left before the soonest download deadline among waiting deliveries (absent when none): alert when low',
     registers: [registry],
     async collect() {
-      this.reset();
+      // Absent, not 0, when nothing waits: 0 would read as "a PDF is about to be lost".
       const seconds = (await collectQueue()).soonestDeadlineSeconds;
-      if (seconds !== null) this.set(seconds);
+      if (seconds === null) this.remove({});
+      else this.set(seconds);
     },
   });
 

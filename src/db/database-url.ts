@@ -43,5 +43,6 @@ export async function createDatabaseIfMissing(adminUrl: string, name: string): P
 export async function migrateAndReport(url: string, log: Logger): Promise<void> {
   const result = await migrate(url);
   if (result.applied.length > 0) log.info({ migrations: result.applied }, 'applied database migrations');
+  else log.info('database schema is up to date');
   for (const name of result.modified) log.warn({ migration: name }, 'an applied migration was modified after it was applied');
 }

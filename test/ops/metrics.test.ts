@@ -98,6 +98,17 @@ describe('GET /metrics', () => {
     await app.close();
   });
 
+  it('leaves the soonest-deadline gauge absent when nothing waits, rather than 0', async () => {
+    await database.pool.query("UPDATE physitrack_deliveries SET download_status = 'done'");
+    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, ...env });
+    const app = await buildApp({ config, db: t.db, logger: captureLogs().logger, metrics: createMetrics(t.db) });
+    const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(text).toMatch(/^# TYPE pdf_download_soonest_deadline_seconds gauge$/m);
+    expect(value(text, 'pdf_download_soonest_deadline_seconds')).toBeUndefined();
+    expect(value(text, 'pdf_download_oldest_pending_age_seconds')).toBe(0);
+    await app.close();
+  });
+
   it('is not served with the webhooks when METRICS_PORT is set, nor at all when disabled', async () => {
     const onPort = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, METRICS_PORT: '9464' });
     const app = await buildApp({ config: onPort, db: t.db, logger: captureLogs().logger, metrics: createMetrics(t.db) });
