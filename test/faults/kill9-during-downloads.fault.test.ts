@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { samplePdf, startFileHost, type FileHost, type Route } from '../helpers/https-file-host.js';
+import { samplePdf, startFileHost, type FileHost, servePdfSlowly } from '../helpers/https-file-host.js';
 import { waitFor } from '../helpers/wait.js';
 import { allDone, deliveryRows, waitForDeliveries } from './deliveries.js';
 import { createClient, sendPhysitrackNotice } from './senders.js';
@@ -28,16 +28,6 @@ afterAll(async () => {
   await database?.drop();
 });
 
-/** Sends the PDF's first bytes at once and the rest after `delayMs`, so the download is in flight meanwhile. */
-function slowPdf(bytes: Buffer, delayMs: number): Route {
-  return (_request, response) => {
-    response.writeHead(200, { 'content-type': 'application/pdf', 'content-length': bytes.length });
-    response.write(bytes.subarray(0, 100));
-    const timer = setTimeout(() => response.end(bytes.subarray(100)), delayMs);
-    response.on('close', () => clearTimeout(timer));
-  };
-}
-
 describe('kill -9 while PDFs are downloading', () => {
   it('finishes every delivery after a restart, once the leases of the killed worker run out', async () => {
     const env = { DOWNLOAD_CONCURRENCY: String(DELIVERIES), DOWNLOAD_LEASE_SECONDS: String(LEASE_SECONDS) };
@@ -47,7 +37,7 @@ describe('kill -9 while PDFs are downloading', () => {
     const expected = new Map<string, string>(); // file URL → sha256 of its PDF
     for (let i = 1; i <= DELIVERIES; i++) {
       const pdf = samplePdf(20_000);
-      host.route(`/slow/${i}.pdf`, slowPdf(pdf, 1000));
+      host.route(`/slow/${i}.pdf`, servePdfSlowly(pdf, 1000));
       expected.set(host.url(`/slow/${i}.pdf`), createHash('sha256').update(pdf).digest('hex'));
     }
     const answers = await Promise.all([...expected.keys()].map((url) => sendPhysitrackNotice(client, service.baseUrl, url)));

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { samplePdf, startFileHost, type FileHost, type Route } from '../helpers/https-file-host.js';
+import { samplePdf, startFileHost, type FileHost, servePdfSlowly } from '../helpers/https-file-host.js';
 import { waitFor } from '../helpers/wait.js';
 import { deliveryRows } from './deliveries.js';
 import { createClient, isAcknowledged, runLoad, sendPatiroEvent, sendPhysitrackNotice, summarise } from './senders.js';
@@ -25,15 +25,6 @@ afterAll(async () => {
   await database?.drop();
 });
 
-function slowPdf(bytes: Buffer, delayMs: number): Route {
-  return (_request, response) => {
-    response.writeHead(200, { 'content-type': 'application/pdf', 'content-length': bytes.length });
-    response.write(bytes.subarray(0, 100));
-    const timer = setTimeout(() => response.end(bytes.subarray(100)), delayMs);
-    response.on('close', () => clearTimeout(timer));
-  };
-}
-
 const count = (entries: Record<string, unknown>[], msg: string) => entries.filter((e) => e.msg === msg && (e.req as { path?: string } | undefined)?.path !== '/readyz').length;
 
 describe('SIGTERM under load', () => {
@@ -48,7 +39,7 @@ describe('SIGTERM under load', () => {
     await new Promise((resolve) => setTimeout(resolve, 1000)); // the load runs a while first
     const downloads = await Promise.all(
       [1, 2, 3].map((i) => {
-        host.route(`/term/${i}.pdf`, slowPdf(samplePdf(), 1500));
+        host.route(`/term/${i}.pdf`, servePdfSlowly(samplePdf(), 1500));
         return sendPhysitrackNotice(client, service.baseUrl, host.url(`/term/${i}.pdf`));
       }),
     );

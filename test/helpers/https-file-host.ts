@@ -124,3 +124,13 @@ export function slowDrip(intervalMs: number): Route {
     response.on('close', () => clearInterval(timer));
   };
 }
+
+/** Sends the PDF's first bytes at once and the rest after `delayMs`, so the download is in flight meanwhile. */
+export function servePdfSlowly(bytes: Buffer, delayMs: number): Route {
+  return (_request, response) => {
+    response.writeHead(200, { 'content-type': 'application/pdf', 'content-length': bytes.length });
+    response.write(bytes.subarray(0, 100));
+    const timer = setTimeout(() => response.end(bytes.subarray(100)), delayMs);
+    response.on('close', () => clearTimeout(timer));
+  };
+}

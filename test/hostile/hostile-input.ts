@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
+import type { FastifyInstance, InjectOptions } from 'fastify';
 import { expect } from 'vitest';
 
 /** Printable ASCII, the characters a header value may carry. */
@@ -24,4 +25,15 @@ export function expectNoPollution(): void {
   expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   expect(([] as unknown as Record<string, unknown>).polluted).toBeUndefined();
   expect(Object.prototype.hasOwnProperty.call(Object.prototype, 'polluted')).toBe(false);
+}
+
+export type Expected = [status: number, error?: string, reason?: string];
+
+/** Sends and checks the exact answer; a 5xx fails whatever was expected. */
+export async function expectAnswer(app: FastifyInstance, request: InjectOptions, [status, error, reason]: Expected): Promise<void> {
+  const res = await app.inject(request);
+  expect(res.statusCode, res.body).toBeLessThan(500);
+  expect(res.statusCode, res.body).toBe(status);
+  if (error) expect(res.json().error).toBe(error);
+  if (reason) expect(res.json().message).toBe(`Authentication failed (${reason})`);
 }

@@ -5,7 +5,7 @@ import { patiroSignature } from '../../src/webhooks/patiro-signature.js';
 import { buildTestApp, type TestApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { PATIRO_SECRET, patiroEvent, signedPatiroRequest } from '../helpers/patiro.js';
-import { expectNoPollution, printable, prototypeKeyBodies } from './hostile-input.js';
+import { expectAnswer, expectNoPollution, printable, prototypeKeyBodies, type Expected } from './hostile-input.js';
 
 // Whatever a stranger (or a broken sender) POSTs to /webhooks/patiro: never a 5xx, never a crash,
 // and the one 4xx the README names for it.
@@ -22,17 +22,6 @@ afterAll(async () => {
   await t.close();
   await database.drop();
 });
-
-type Expected = [status: number, error?: string, reason?: string];
-
-/** Sends and checks the exact answer; a 5xx fails whatever was expected. */
-async function expectAnswer(request: InjectOptions, [status, error, reason]: Expected): Promise<void> {
-  const res = await t.app.inject(request);
-  expect(res.statusCode, res.body).toBeLessThan(500);
-  expect(res.statusCode, res.body).toBe(status);
-  if (error) expect(res.json().error).toBe(error);
-  if (reason) expect(res.json().message).toBe(`Authentication failed (${reason})`);
-}
 
 /** A request signed over `timestamp` as given, whatever it is, so only the part under test is wrong. */
 function signedWith(body: string | Buffer, timestamp: string, signature?: string): InjectOptions {
@@ -63,8 +52,8 @@ describe('POST /webhooks/patiro: hostile bodies', () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 512 }), fc.stringMatching(/^[0-9a-f]{64}$/), async (bytes, signature) => {
         const body = Buffer.from(bytes);
-        await expectAnswer({ method: 'POST', url: '/webhooks/patiro', headers: { 'content-type': 'application/json' }, payload: body }, [401, 'WH_ERR_UNAUTHENTICATED', 'missing_signature']);
-        await expectAnswer(signedWith(body, now(), signature), [401, 'WH_ERR_UNAUTHENTICATED', 'bad_signature']);
+        await expectAnswer(t.app, { method: 'POST', url: '/webhooks/patiro', headers: { 'content-type': 'application/json' }, payload: body }, [401, 'WH_ERR_UNAUTHENTICATED', 'missing_signature']);
+        await expectAnswer(t.app, signedWith(body, now(), signature), [401, 'WH_ERR_UNAUTHENTICATED', 'bad_signature']);
       }),
       { numRuns: 50 },
     );
@@ -74,7 +63,7 @@ describe('POST /webhooks/patiro: hostile bodies', () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 512 }), async (bytes) => {
         const body = Buffer.from(bytes);
-        await expectAnswer(signedWith(body, now()), expectedForSignedBytes(body));
+        await expectAnswer(t.app, signedWith(body, now()), expectedForSignedBytes(body));
       }),
       { numRuns: 100 },
     );
@@ -86,7 +75,7 @@ describe('POST /webhooks/patiro: hostile bodies', () => {
       fc.asyncProperty(event, fc.double({ min: 0, max: 1, noNaN: true }), async (value, at) => {
         const full = Buffer.from(JSON.stringify(value));
         const cut = full.subarray(0, Math.min(full.length - 1, Math.floor(at * full.length)));
-        await expectAnswer(signedWith(cut, now()), [400, 'WH_ERR_BAD_JSON']);
+        await expectAnswer(t.app, signedWith(cut, now()), [400, 'WH_ERR_BAD_JSON']);
       }),
       { numRuns: 100 },
     );
@@ -98,7 +87,7 @@ describe('POST /webhooks/patiro: hostile bodies', () => {
     await fc.assert(
       fc.asyncProperty(text, text, data, async (eventId, eventType, value) => {
         const body = JSON.stringify({ eventId, eventType, data: value });
-        await expectAnswer(signedWith(body, now()), body.includes('\\u0000') ? [400, 'WH_ERR_BAD_JSON'] : [204]);
+        await expectAnswer(t.app, signedWith(body, now()), body.includes('\\u0000') ? [400, 'WH_ERR_BAD_JSON'] : [204]);
       }),
       { numRuns: 100 },
     );
@@ -109,12 +98,12 @@ describe('POST /webhooks/patiro: hostile bodies', () => {
     await fc.assert(
       fc.asyncProperty(notString, fc.boolean(), async (value, inEventId) => {
         const body = JSON.stringify(inEventId ? { eventId: value, eventType: 'PatientUpdated' } : { eventId: 'e-1', eventType: value });
-        await expectAnswer(signedWith(body, now()), [400, 'WH_ERR_BAD_PAYLOAD']);
+        await expectAnswer(t.app, signedWith(body, now()), [400, 'WH_ERR_BAD_PAYLOAD']);
       }),
       { numRuns: 50 },
     );
-    await expectAnswer(signedWith(JSON.stringify({ eventId: '', eventType: 'PatientUpdated' }), now()), [400, 'WH_ERR_BAD_PAYLOAD']);
-    await expectAnswer(signedWith(JSON.stringify({ eventId: 'x'.repeat(201), eventType: 'PatientUpdated' }), now()), [400, 'WH_ERR_BAD_PAYLOAD']);
+    await expectAnswer(t.app, signedWith(JSON.stringify({ eventId: '', eventType: 'PatientUpdated' }), now()), [400, 'WH_ERR_BAD_PAYLOAD']);
+    await expectAnswer(t.app, signedWith(JSON.stringify({ eventId: 'x'.repeat(201), eventType: 'PatientUpdated' }), now()), [400, 'WH_ERR_BAD_PAYLOAD']);
   });
 
   it.each([
@@ -123,8 +112,8 @@ describe('POST /webhooks/patiro: hostile bodies', () => {
   ])('answers 401 unsigned and 400 signed to %s nested 10,000 deep', async (_label, open) => {
     const close = open === '[' ? ']' : '}';
     const body = `${open.repeat(10_000)}1${close.repeat(10_000)}`;
-    await expectAnswer({ method: 'POST', url: '/webhooks/patiro', headers: { 'content-type': 'application/json' }, payload: body }, [401, 'WH_ERR_UNAUTHENTICATED']);
-    await expectAnswer(signedWith(body, now()), [400, 'WH_ERR_BAD_JSON']);
+    await expectAnswer(t.app, { method: 'POST', url: '/webhooks/patiro', headers: { 'content-type': 'application/json' }, payload: body }, [401, 'WH_ERR_UNAUTHENTICATED']);
+    await expectAnswer(t.app, signedWith(body, now()), [400, 'WH_ERR_BAD_JSON']);
   });
 
   it('stores a body of exactly the limit and answers 413 to one byte more, signed or not', async () => {
@@ -132,14 +121,14 @@ describe('POST /webhooks/patiro: hostile bodies', () => {
     const sized = (bytes: number) => JSON.stringify({ ...patiroEvent(), data: { pad: 'x'.repeat(bytes - base.length) } });
     const atLimit = sized(LIMIT);
     expect(Buffer.byteLength(atLimit)).toBe(LIMIT);
-    await expectAnswer(signedWith(atLimit, now()), [204]);
-    await expectAnswer(signedWith(sized(LIMIT + 1), now()), [413, 'WH_ERR_BODY_TOO_LARGE']);
-    await expectAnswer(signedWith(sized(LIMIT + 1), now(), 'not-a-signature'), [413, 'WH_ERR_BODY_TOO_LARGE']);
+    await expectAnswer(t.app, signedWith(atLimit, now()), [204]);
+    await expectAnswer(t.app, signedWith(sized(LIMIT + 1), now()), [413, 'WH_ERR_BODY_TOO_LARGE']);
+    await expectAnswer(t.app, signedWith(sized(LIMIT + 1), now(), 'not-a-signature'), [413, 'WH_ERR_BODY_TOO_LARGE']);
   });
 
   it('stores __proto__, constructor and prototype keys as plain data without polluting Object.prototype', async () => {
     for (const body of prototypeKeyBodies({ eventType: 'PatientUpdated' }, 'eventId')) {
-      await expectAnswer(signedWith(body, now()), [204]);
+      await expectAnswer(t.app, signedWith(body, now()), [204]);
       const eventId = (JSON.parse(body) as { eventId: string }).eventId;
       const { rows } = await database.pool.query('SELECT data::text AS data FROM patiro_events WHERE event_id = $1', [eventId]);
       expect(JSON.parse(rows[0].data)).toEqual(JSON.parse(body).data ?? null);
@@ -165,48 +154,48 @@ describe('POST /webhooks/patiro: hostile headers and query strings', () => {
     const headers = { ...(request.headers as Record<string, string>) };
     if (contentType === undefined) delete headers['content-type'];
     else headers['content-type'] = contentType;
-    await expectAnswer({ ...request, headers }, status === 415 ? [415, 'WH_ERR_UNSUPPORTED_MEDIA_TYPE'] : [204]);
+    await expectAnswer(t.app, { ...request, headers }, status === 415 ? [415, 'WH_ERR_UNSUPPORTED_MEDIA_TYPE'] : [204]);
   });
 
   it('refuses a repeated signature or timestamp header rather than pick one', async () => {
     const request = signedWith(validBody(), now());
     const headers = request.headers as Record<string, string>;
     const twice = (name: string) => ({ ...request, headers: { ...headers, [name]: [headers[name]!, headers[name]!] } });
-    await expectAnswer(twice('x-patiro-hmacsha256'), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_signature']);
-    await expectAnswer(twice('x-patiro-timestamp'), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_timestamp']);
+    await expectAnswer(t.app, twice('x-patiro-hmacsha256'), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_signature']);
+    await expectAnswer(t.app, twice('x-patiro-timestamp'), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_timestamp']);
   });
 
   it('answers 401 malformed_signature to anything but 64 hex digits, and bad_signature to the wrong 64', async () => {
     const notHex64 = fc.string({ unit: printable, minLength: 1, maxLength: 200 }).filter((s) => !/^[0-9a-fA-F]{64}$/.test(s) && s.trim() === s);
     await fc.assert(
       fc.asyncProperty(notHex64, async (signature) => {
-        await expectAnswer(signedWith(validBody(), now(), signature), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_signature']);
+        await expectAnswer(t.app, signedWith(validBody(), now(), signature), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_signature']);
       }),
       { numRuns: 100 },
     );
-    await expectAnswer(signedWith(validBody(), now(), 'a'.repeat(20_000)), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_signature']);
-    await expectAnswer(signedWith(validBody(), now(), 'ab'.repeat(33)), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_signature']);
-    await expectAnswer(signedWith(validBody(), now(), 'ab'.repeat(32)), [401, 'WH_ERR_UNAUTHENTICATED', 'bad_signature']);
+    await expectAnswer(t.app, signedWith(validBody(), now(), 'a'.repeat(20_000)), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_signature']);
+    await expectAnswer(t.app, signedWith(validBody(), now(), 'ab'.repeat(33)), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_signature']);
+    await expectAnswer(t.app, signedWith(validBody(), now(), 'ab'.repeat(32)), [401, 'WH_ERR_UNAUTHENTICATED', 'bad_signature']);
     const body = validBody();
     const timestamp = now();
-    await expectAnswer(signedWith(body, timestamp, patiroSignature(PATIRO_SECRET, timestamp, Buffer.from(body)).toUpperCase()), [204]);
+    await expectAnswer(t.app, signedWith(body, timestamp, patiroSignature(PATIRO_SECRET, timestamp, Buffer.from(body)).toUpperCase()), [204]);
   });
 
   it('answers 401 malformed_timestamp to a timestamp that is not 1 to 15 digits, and stale_timestamp to one out of tolerance', async () => {
     const notMillis = fc.string({ unit: printable, minLength: 1, maxLength: 40 }).filter((s) => !/^\d{1,15}$/.test(s) && s.trim() === s);
     await fc.assert(
       fc.asyncProperty(notMillis, async (timestamp) => {
-        await expectAnswer(signedWith(validBody(), timestamp), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_timestamp']);
+        await expectAnswer(t.app, signedWith(validBody(), timestamp), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_timestamp']);
       }),
       { numRuns: 100 },
     );
     for (const malformed of ['1'.repeat(16), '9'.repeat(400), '-1', '1e12', `${Date.now()}.5`, ` ${Date.now()}x`]) {
-      await expectAnswer(signedWith(validBody(), malformed), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_timestamp']);
+      await expectAnswer(t.app, signedWith(validBody(), malformed), [401, 'WH_ERR_UNAUTHENTICATED', 'malformed_timestamp']);
     }
     for (const stale of ['0', '999999999999999', String(Date.now() - 301_000), String(Date.now() + 301_000)]) {
-      await expectAnswer(signedWith(validBody(), stale), [401, 'WH_ERR_UNAUTHENTICATED', 'stale_timestamp']);
+      await expectAnswer(t.app, signedWith(validBody(), stale), [401, 'WH_ERR_UNAUTHENTICATED', 'stale_timestamp']);
     }
-    await expectAnswer(signedWith(validBody(), String(Date.now() - 290_000)), [204]);
+    await expectAnswer(t.app, signedWith(validBody(), String(Date.now() - 290_000)), [204]);
   });
 
   it('ignores any query string when no ?token= is configured, without polluting Object.prototype', async () => {
@@ -214,7 +203,7 @@ describe('POST /webhooks/patiro: hostile headers and query strings', () => {
     await fc.assert(
       fc.asyncProperty(fc.oneof(fc.webQueryParameters(), fc.constantFrom(...fixed.map((q) => q.slice(1)))), async (query) => {
         const request = signedPatiroRequest({ body: validBody(), query: `?${query}` });
-        await expectAnswer(request, [204]);
+        await expectAnswer(t.app, request, [204]);
       }),
       { numRuns: 60 },
     );
@@ -234,6 +223,6 @@ describe('POST /webhooks/patiro: bodies PostgreSQL cannot store', () => {
     ['in a key', '{"eventId":"lone-2","eventType":"PatientUpdated","data":{"\\udfff":1}}'],
     ['in eventId', '{"eventId":"lone-3\\ud800","eventType":"PatientUpdated"}'],
   ])('answers 400 to a lone UTF-16 surrogate %s, which PostgreSQL cannot store', async (_label, body) => {
-    await expectAnswer(signedWith(body, now()), [400, 'WH_ERR_BAD_JSON']);
+    await expectAnswer(t.app, signedWith(body, now()), [400, 'WH_ERR_BAD_JSON']);
   });
 });

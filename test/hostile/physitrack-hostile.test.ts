@@ -1,10 +1,9 @@
-import type { InjectOptions } from 'fastify';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { PHYSITRACK_KEY, physitrackNotice, physitrackRequest } from '../helpers/physitrack.js';
-import { expectNoPollution, printable, prototypeKeyBodies } from './hostile-input.js';
+import { expectAnswer, expectNoPollution, printable, prototypeKeyBodies, type Expected } from './hostile-input.js';
 
 // Whatever arrives at /webhooks/physitrack: never a 5xx, never a crash, the README's 4xx. The key is
 // inside the body, so the body is parsed (size- and depth-limited) before anything is authenticated:
@@ -22,16 +21,6 @@ afterAll(async () => {
   await t.close();
   await database.drop();
 });
-
-type Expected = [status: number, error?: string, reason?: string];
-
-async function expectAnswer(request: InjectOptions, [status, error, reason]: Expected): Promise<void> {
-  const res = await t.app.inject(request);
-  expect(res.statusCode, res.body).toBeLessThan(500);
-  expect(res.statusCode, res.body).toBe(status);
-  if (error) expect(res.json().error).toBe(error);
-  if (reason) expect(res.json().message).toBe(`Authentication failed (${reason})`);
-}
 
 const send = (body: unknown) => physitrackRequest(body);
 const bad = (error: string): Expected => [400, error];
@@ -54,7 +43,7 @@ describe('POST /webhooks/physitrack: hostile bodies', () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 512 }), async (bytes) => {
         const body = Buffer.from(bytes);
-        await expectAnswer({ ...send(''), payload: body }, expectedForBytes(body));
+        await expectAnswer(t.app, { ...send(''), payload: body }, expectedForBytes(body));
       }),
       { numRuns: 100 },
     );
@@ -64,7 +53,7 @@ describe('POST /webhooks/physitrack: hostile bodies', () => {
     await fc.assert(
       fc.asyncProperty(fc.double({ min: 0, max: 1, noNaN: true }), async (at) => {
         const full = JSON.stringify(physitrackNotice());
-        await expectAnswer(send(full.slice(0, Math.min(full.length - 1, Math.floor(at * full.length)))), bad('WH_ERR_BAD_JSON'));
+        await expectAnswer(t.app, send(full.slice(0, Math.min(full.length - 1, Math.floor(at * full.length)))), bad('WH_ERR_BAD_JSON'));
       }),
       { numRuns: 60 },
     );
@@ -74,7 +63,7 @@ describe('POST /webhooks/physitrack: hostile bodies', () => {
     ['arrays', '[', ']'],
     ['objects', '{"a":', '}'],
   ])('answers 400 to %s nested 10,000 deep, before looking for a key', async (_label, open, close) => {
-    await expectAnswer(send(`${open.repeat(10_000)}1${close.repeat(10_000)}`), bad('WH_ERR_BAD_JSON'));
+    await expectAnswer(t.app, send(`${open.repeat(10_000)}1${close.repeat(10_000)}`), bad('WH_ERR_BAD_JSON'));
   });
 
   it('stores a notice of exactly the limit and answers 413 to one byte more, with or without the key', async () => {
@@ -83,11 +72,11 @@ describe('POST /webhooks/physitrack: hostile bodies', () => {
       return JSON.stringify({ ...notice, padding: 'x'.repeat(bytes - base) });
     };
     expect(Buffer.byteLength(sized(LIMIT))).toBe(LIMIT);
-    await expectAnswer(send(sized(LIMIT)), [204]);
-    await expectAnswer(send(sized(LIMIT, physitrackNotice({ api_key: 'wrong-key-0123456789', padding: '' }))), unauthenticated('bad_api_key'));
-    await expectAnswer(send(sized(LIMIT + 1)), [413, 'WH_ERR_BODY_TOO_LARGE']);
-    await expectAnswer(send(physitrackNotice({ name: 'n'.repeat(1001) })), bad('WH_ERR_BAD_PAYLOAD'));
-    await expectAnswer(send(physitrackNotice({ file_url: `https://files.physitrack.com/${'p'.repeat(5000)}` })), bad('WH_ERR_BAD_PAYLOAD'));
+    await expectAnswer(t.app, send(sized(LIMIT)), [204]);
+    await expectAnswer(t.app, send(sized(LIMIT, physitrackNotice({ api_key: 'wrong-key-0123456789', padding: '' }))), unauthenticated('bad_api_key'));
+    await expectAnswer(t.app, send(sized(LIMIT + 1)), [413, 'WH_ERR_BODY_TOO_LARGE']);
+    await expectAnswer(t.app, send(physitrackNotice({ name: 'n'.repeat(1001) })), bad('WH_ERR_BAD_PAYLOAD'));
+    await expectAnswer(t.app, send(physitrackNotice({ file_url: `https://files.physitrack.com/${'p'.repeat(5000)}` })), bad('WH_ERR_BAD_PAYLOAD'));
   });
 
   it('answers 400 WH_ERR_BAD_PAYLOAD to anything but a string (or boolean for updated) in each field', async () => {
@@ -97,12 +86,12 @@ describe('POST /webhooks/physitrack: hostile bodies', () => {
       fc.asyncProperty(fields, value, async (field, v) => {
         const fits = field === 'updated' ? typeof v === 'boolean' : typeof v === 'string';
         fc.pre(!fits);
-        await expectAnswer(send(physitrackNotice({ [field]: v })), bad('WH_ERR_BAD_PAYLOAD'));
+        await expectAnswer(t.app, send(physitrackNotice({ [field]: v })), bad('WH_ERR_BAD_PAYLOAD'));
       }),
       { numRuns: 100 },
     );
     for (const missing of ['token', 'patient_id', 'file_url', 'updated']) {
-      await expectAnswer(send(physitrackNotice({ [missing]: undefined })), bad('WH_ERR_BAD_PAYLOAD'));
+      await expectAnswer(t.app, send(physitrackNotice({ [missing]: undefined })), bad('WH_ERR_BAD_PAYLOAD'));
     }
   });
 
@@ -111,15 +100,15 @@ describe('POST /webhooks/physitrack: hostile bodies', () => {
       fc.asyncProperty(fc.jsonValue({ maxDepth: 1 }), async (key) => {
         fc.pre(key !== PHYSITRACK_KEY);
         const reason = typeof key === 'string' && key !== '' ? 'bad_api_key' : 'missing_api_key';
-        await expectAnswer(send(physitrackNotice({ api_key: key })), unauthenticated(reason));
+        await expectAnswer(t.app, send(physitrackNotice({ api_key: key })), unauthenticated(reason));
       }),
       { numRuns: 100 },
     );
     for (const near of [PHYSITRACK_KEY.toUpperCase(), ` ${PHYSITRACK_KEY}`, PHYSITRACK_KEY.slice(0, -1), `${PHYSITRACK_KEY}\n`]) {
-      await expectAnswer(send(physitrackNotice({ api_key: near })), unauthenticated('bad_api_key'));
+      await expectAnswer(t.app, send(physitrackNotice({ api_key: near })), unauthenticated('bad_api_key'));
     }
-    await expectAnswer(send([physitrackNotice()]), unauthenticated('missing_api_key'));
-    await expectAnswer(send(JSON.stringify(PHYSITRACK_KEY)), unauthenticated('missing_api_key'));
+    await expectAnswer(t.app, send([physitrackNotice()]), unauthenticated('missing_api_key'));
+    await expectAnswer(t.app, send(JSON.stringify(PHYSITRACK_KEY)), unauthenticated('missing_api_key'));
   });
 
   it('takes no api_key from __proto__, constructor or prototype, and is not polluted by them', async () => {
@@ -128,9 +117,9 @@ describe('POST /webhooks/physitrack: hostile bodies', () => {
       `${JSON.stringify(withoutKey).slice(0, -1)},"__proto__":{"api_key":${JSON.stringify(PHYSITRACK_KEY)}}}`,
       `${JSON.stringify(withoutKey).slice(0, -1)},"constructor":{"prototype":{"api_key":${JSON.stringify(PHYSITRACK_KEY)}}}}`,
     ]) {
-      await expectAnswer(send(smuggled), unauthenticated('missing_api_key'));
+      await expectAnswer(t.app, send(smuggled), unauthenticated('missing_api_key'));
     }
-    for (const body of prototypeKeyBodies(physitrackNotice(), 'patient_id')) await expectAnswer(send(body), [204]);
+    for (const body of prototypeKeyBodies(physitrackNotice(), 'patient_id')) await expectAnswer(t.app, send(body), [204]);
     expectNoPollution();
   });
 });
@@ -147,7 +136,7 @@ describe('POST /webhooks/physitrack: hostile headers and query strings', () => {
     const headers = { ...(request.headers as Record<string, string>) };
     if (contentType === undefined) delete headers['content-type'];
     else headers['content-type'] = contentType;
-    await expectAnswer({ ...request, headers }, status === 415 ? [415, 'WH_ERR_UNSUPPORTED_MEDIA_TYPE'] : [204]);
+    await expectAnswer(t.app, { ...request, headers }, status === 415 ? [415, 'WH_ERR_UNSUPPORTED_MEDIA_TYPE'] : [204]);
   });
 
   it('stores a valid notice whatever the query string or extra headers say', async () => {
@@ -156,11 +145,11 @@ describe('POST /webhooks/physitrack: hostile headers and query strings', () => {
       fc.asyncProperty(fc.webQueryParameters(), header, async (query, value) => {
         const request = send(physitrackNotice());
         const headers = { ...(request.headers as Record<string, string>), 'x-api-key': value, authorization: value };
-        await expectAnswer({ ...request, url: `${request.url}?${query}`, headers }, [204]);
+        await expectAnswer(t.app, { ...request, url: `${request.url}?${query}`, headers }, [204]);
       }),
       { numRuns: 60 },
     );
-    await expectAnswer({ ...send(physitrackNotice()), url: '/webhooks/physitrack?__proto__[polluted]=1&api_key=x' }, [204]);
+    await expectAnswer(t.app, { ...send(physitrackNotice()), url: '/webhooks/physitrack?__proto__[polluted]=1&api_key=x' }, [204]);
     expectNoPollution();
   });
 
@@ -174,6 +163,6 @@ describe('POST /webhooks/physitrack: hostile headers and query strings', () => {
 describe('POST /webhooks/physitrack: notices PostgreSQL cannot store', () => {
   it.each([['name'], ['patient_id'], ['token']])('answers 400 to a lone UTF-16 surrogate in %s', async (field) => {
     const body = JSON.stringify(physitrackNotice({ [field]: 'x-SURROGATE' })).replace('SURROGATE', '\\ud800');
-    await expectAnswer(send(body), bad('WH_ERR_BAD_JSON'));
+    await expectAnswer(t.app, send(body), bad('WH_ERR_BAD_JSON'));
   });
 });
