@@ -1,5 +1,6 @@
 import dotenv from 'dotenv';
 import { pino } from 'pino';
+import { ConfigError, loadConfig } from '../config.js';
 import { migrateAndReport } from '../db/database-url.js';
 
 /**
@@ -9,7 +10,14 @@ import { migrateAndReport } from '../db/database-url.js';
  */
 async function main(): Promise<number> {
   dotenv.config({ quiet: true });
-  const url = process.env.DATABASE_URL;
+  let url: string | undefined;
+  try {
+    url = loadConfig(process.env).databaseUrl;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.message}\n`);
+    return 2;
+  }
   if (!url) {
     process.stderr.write('DATABASE_URL: is required to apply migrations\n');
     return 2;

@@ -29,6 +29,12 @@ describe('the migrate command (one run per rollout)', () => {
     expect((await migrateCommand({ DATABASE_URL: database.url })).code).toBe(0);
   });
 
+  it('exits 2 naming the variable when the configuration is invalid', async () => {
+    const result = await migrateCommand({ DATABASE_URL: 'mysql://somewhere/db' });
+    expect(result.code).toBe(2);
+    expect(result.output).toMatch(/DATABASE_URL: must be a postgres/);
+  });
+
   it('exits 2 without DATABASE_URL', async () => {
     const result = await migrateCommand({});
     expect(result.code).toBe(2);
