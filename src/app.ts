@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
 import type { Database } from './db/client.js';
+import { storeOptionsFor } from './db/group-commit.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { metricsRoute } from './http/metrics-route.js';
@@ -74,12 +75,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(healthRoutes, { db });
   if (isPatiroConfigured(config.patiro)) {
     const onAuthFailure = (reason: string) => metrics?.authFailure('patiro', reason);
-    await app.register(patiroRoutes, { config, db, store: deps.patiroStore ?? createPatiroStore(db), onAuthFailure });
+    await app.register(patiroRoutes, { config, db, store: deps.patiroStore ?? createPatiroStore(db, storeOptionsFor(config)), onAuthFailure });
   } else {
     logger.warn('POST /webhooks/patiro is disabled: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH to enable it');
   }
   if (config.physitrack.apiKeys.length > 0) {
-    const store = deps.physitrackStore ?? createPhysitrackStore(db);
+    const store = deps.physitrackStore ?? createPhysitrackStore(db, storeOptionsFor(config));
     const onAuthFailure = (reason: string) => metrics?.authFailure('physitrack', reason);
     await app.register(physitrackRoutes, { config, db, store, onStored: deps.onPhysitrackStored, onAuthFailure });
   } else {

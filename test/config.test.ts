@@ -21,6 +21,7 @@ describe('loadConfig', () => {
       logLevel: 'info',
       bodyLimitBytes: 1024 * 1024,
       ackDeadlineMs: 1500,
+      writeBatchMaxRows: 500,
     });
     expect(config.databaseUrl).toBeUndefined();
     expect(config.dataDir).toMatch(/data$/);

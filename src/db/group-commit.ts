@@ -35,6 +35,18 @@ export interface GroupCommitOptions<T, R> {
   now?: () => number;
 }
 
+/** What a store built on a group committer lets its caller tune. */
+export type StoreOptions = Pick<GroupCommitOptions<unknown, unknown>, 'maxBatchSize' | 'maxConcurrentBatches'>;
+
+/**
+ * WRITE_BATCH_MAX_ROWS=1 turns batching off: each delivery gets its own statement, and, as in a
+ * receiver without group commit, as many run at once as the pool has connections.
+ */
+export function storeOptionsFor(config: { writeBatchMaxRows: number; databasePoolSize: number }): StoreOptions {
+  if (config.writeBatchMaxRows === 1) return { maxBatchSize: 1, maxConcurrentBatches: config.databasePoolSize };
+  return { maxBatchSize: config.writeBatchMaxRows };
+}
+
 export interface GroupCommitter<T, R> {
   /** Resolves once `item` is committed; rejects with OverloadedError or DeadlinePassedError, or the write's error. */
   submit(item: T, deadlineAt: number): Promise<R>;

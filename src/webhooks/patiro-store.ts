@@ -1,5 +1,5 @@
 import type { Database } from '../db/client.js';
-import { createGroupCommitter } from '../db/group-commit.js';
+import { createGroupCommitter, type StoreOptions } from '../db/group-commit.js';
 import type { PatiroEvent } from './patiro-payload.js';
 
 export interface PatiroDelivery {
@@ -124,7 +124,7 @@ export interface PatiroStore {
   save(delivery: PatiroDelivery, deadlineAt: number): Promise<{ inserted: boolean }>;
 }
 
-export function createPatiroStore(db: Database, options: { maxConcurrentBatches?: number } = {}): PatiroStore {
+export function createPatiroStore(db: Database, options: StoreOptions = {}): PatiroStore {
   const committer = createGroupCommitter<PatiroDelivery, { inserted: boolean }>({
     writeBatch: (batch) => writePatiroBatch(db, batch),
     ...options,

@@ -1,5 +1,5 @@
 import type { Database } from '../db/client.js';
-import { createGroupCommitter } from '../db/group-commit.js';
+import { createGroupCommitter, type StoreOptions } from '../db/group-commit.js';
 import type { PhysitrackNotice } from './physitrack-payload.js';
 
 export interface PhysitrackDelivery {
@@ -64,7 +64,7 @@ export interface PhysitrackStore {
   save(delivery: PhysitrackDelivery, deadlineAt: number): Promise<bigint>;
 }
 
-export function createPhysitrackStore(db: Database, options: { maxConcurrentBatches?: number } = {}): PhysitrackStore {
+export function createPhysitrackStore(db: Database, options: StoreOptions = {}): PhysitrackStore {
   const committer = createGroupCommitter<PhysitrackDelivery, bigint>({ writeBatch: (batch) => writePhysitrackBatch(db, batch), ...options });
   return { save: (delivery, deadlineAt) => committer.submit(delivery, deadlineAt) };
 }

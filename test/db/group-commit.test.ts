@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createGroupCommitter, DeadlinePassedError, OverloadedError } from '../../src/db/group-commit.js';
+import { createGroupCommitter, DeadlinePassedError, OverloadedError, storeOptionsFor } from '../../src/db/group-commit.js';
 
 /** A writer whose batches finish when the test says so, recording what each batch held. */
 function controlledWriter() {
@@ -102,5 +102,23 @@ describe('createGroupCommitter', () => {
     await expect(late).rejects.toBeInstanceOf(DeadlinePassedError);
     await first;
     expect(writer.batches).toEqual([[1]]);
+  });
+
+  it('with WRITE_BATCH_MAX_ROWS=1 writes every item alone, as many at once as the pool holds', async () => {
+    const writer = controlledWriter();
+    const options = storeOptionsFor({ writeBatchMaxRows: 1, databasePoolSize: 3 });
+    const committer = createGroupCommitter({ writeBatch: (items: number[]) => writer.writeBatch(items), ...options });
+    const results = [1, 2, 3, 4].map((i) => committer.submit(i, later()));
+    await tick();
+    expect(writer.batches).toEqual([[1], [2], [3]]);
+    writer.releaseAll();
+    await tick();
+    expect(writer.batches).toEqual([[1], [2], [3], [4]]);
+    writer.releaseAll();
+    expect(await Promise.all(results)).toEqual([1, 2, 3, 4].map((i) => `stored ${i}`));
+  });
+
+  it('batches up to WRITE_BATCH_MAX_ROWS items otherwise', () => {
+    expect(storeOptionsFor({ writeBatchMaxRows: 500, databasePoolSize: 10 })).toEqual({ maxBatchSize: 500 });
   });
 });
