@@ -37,6 +37,11 @@ export class DownloadError extends Error {
 /** Where the bytes go. Called in order and awaited, so a slow sink slows the download down. */
 export interface DownloadSink {
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * A sink that hashes what it is given anyway (content-addressed storage) lends its sha256 here,
+   * read once after the last write, so the bytes are not hashed twice (about 0.5 ms of CPU per MiB).
+   */
+  sha256?(): string;
 }
 
 /** Keeps the one file in memory, for callers that store the bytes in the database. */
@@ -187,9 +192,9 @@ async function receivePdf(response: Dispatcher.ResponseData, options: DownloadPd
     body.destroy();
     throw tooLarge(`declares ${declared} bytes, more than`);
   }
-  const hash = createHash('sha256');
+  const hash = options.sink.sha256 ? undefined : createHash('sha256');
   const emit = async (chunk: Buffer) => {
-    hash.update(chunk);
+    hash?.update(chunk);
     try {
       await options.sink.write(chunk);
     } catch (error) {
@@ -219,7 +224,8 @@ async function receivePdf(response: Dispatcher.ResponseData, options: DownloadPd
     const sent = contentType === null ? '' : ` (it sent ${contentType.slice(0, 60)})`;
     throw new DownloadError('DL_ERR_NOT_PDF', `The file from ${host} is not a PDF${sent}.`, { permanent: false });
   }
-  return { sha256: hash.digest('hex'), sizeBytes: size, contentType };
+  const sha256 = hash ? hash.digest('hex') : options.sink.sha256!();
+  return { sha256, sizeBytes: size, contentType };
 }
 
 /** Error text from Node or undici, minus anything that looks like a URL. */

@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { Database } from '../db/client.js';
-import { assertWritten, finishedError, recordDocument } from './document-rows.js';
+import { assertWritten, createRunningHash, finishedError, recordDocument } from './document-rows.js';
 import type { PendingPdf } from './pdf-storage.js';
 
 /**
@@ -10,17 +9,19 @@ import type { PendingPdf } from './pdf-storage.js';
 export async function beginDatabasePdf(db: Database): Promise<PendingPdf> {
   // undefined once committed or discarded, so late writes fail loudly and the bytes can be freed
   let chunks: Uint8Array[] | undefined = [];
+  const hash = createRunningHash();
   return {
+    sha256: () => hash.sha256(),
     async write(chunk) {
-      if (chunks === undefined) throw finishedError('write to');
+      if (chunks === undefined || hash.finished()) throw finishedError('write to');
+      hash.update(chunk);
       chunks.push(chunk);
     },
     async commit(meta) {
       if (chunks === undefined) throw finishedError('commit');
       const content = Buffer.concat(chunks);
       chunks = undefined;
-      const sha256 = createHash('sha256').update(content).digest('hex');
-      assertWritten(meta, { sha256, sizeBytes: content.length });
+      assertWritten(meta, { sha256: hash.sha256(), sizeBytes: content.length });
       return recordDocument(db, { ...meta, storage: 'database', storageKey: null, content });
     },
     async discard() {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { poolOf, type Database } from '../db/client.js';
 
 export type StorageErrorCode =
@@ -36,6 +37,17 @@ export function assertWritten(meta: PdfMeta, written: { sha256: string; sizeByte
     `Refusing to commit a PDF as sha256 ${meta.sha256} (${meta.sizeBytes} bytes): ` +
     `the bytes written have sha256 ${written.sha256} (${written.sizeBytes} bytes).`;
   throw new StorageError('STORAGE_ERR_MISMATCH', message);
+}
+
+/** sha256 of everything written so far; once read, it is final and further writes are refused. */
+export function createRunningHash() {
+  const hash = createHash('sha256');
+  let digest: string | undefined;
+  return {
+    update: (chunk: Uint8Array) => void hash.update(chunk),
+    sha256: () => (digest ??= hash.digest('hex')),
+    finished: () => digest !== undefined,
+  };
 }
 
 export function finishedError(action: string): StorageError {

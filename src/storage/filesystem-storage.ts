@@ -4,7 +4,7 @@ import { mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Database } from '../db/client.js';
-import { assertWritten, finishedError, recordDocument, StorageError } from './document-rows.js';
+import { assertWritten, createRunningHash, finishedError, recordDocument, StorageError } from './document-rows.js';
 import type { PendingPdf } from './pdf-storage.js';
 
 const FILE_MODE = 0o640;
@@ -20,6 +20,26 @@ export function storageKeyFor(sha256: string): string {
 
 function hasCode(error: unknown, ...codes: string[]): boolean {
   return codes.includes((error as NodeJS.ErrnoException | undefined)?.code ?? '');
+}
+
+/** Bytes gathered before one write to the temporary file: bounds the memory of each download in progress. */
+const WRITE_RUN_BYTES = 256 * 1024;
+
+/** writev may write less than asked (a full disk, a signal); the rest is written until done or it throws. */
+export async function writeAll(handle: { writev(chunks: Uint8Array[]): Promise<{ bytesWritten: number }> }, chunks: Uint8Array[]): Promise<void> {
+  let pending = chunks;
+  while (pending.length > 0) {
+    let { bytesWritten } = await handle.writev(pending);
+    const rest: Uint8Array[] = [];
+    for (const chunk of pending) {
+      if (bytesWritten >= chunk.length) bytesWritten -= chunk.length;
+      else {
+        rest.push(chunk.subarray(bytesWritten));
+        bytesWritten = 0;
+      }
+    }
+    pending = rest;
+  }
 }
 
 /** Makes a rename or a new entry in `dir` survive a power cut. */
@@ -89,10 +109,25 @@ export async function beginFilesystemPdf(db: Database, pdfDir: string): Promise<
   // Random and opened exclusively ('wx'): no two downloads, in this process or another replica, share it.
   const tempPath = path.join(incoming, `${randomBytes(16).toString('hex')}.partial`);
   const handle = await open(tempPath, 'wx', FILE_MODE);
-  const hash = createHash('sha256');
+  const hash = createRunningHash();
   let sizeBytes = 0;
+  // Chunks arrive as the network delivers them (often 16 KiB); one write per chunk costs more in
+  // system calls and thread-pool round trips than the copy itself, so they are written in runs.
+  let unwritten: Uint8Array[] = [];
+  let unwrittenBytes = 0;
   let state: 'writing' | 'broken' | 'finished' = 'writing';
   let removal: Promise<void> | undefined;
+  const flush = async () => {
+    const run = unwritten;
+    unwritten = [];
+    unwrittenBytes = 0;
+    try {
+      await writeAll(handle, run);
+    } catch (error) {
+      state = 'broken'; // the file no longer matches the hash, so it must not be committed
+      throw error;
+    }
+  };
   const removeTemp = () =>
     (removal ??= (async () => {
       await handle.close().catch(() => undefined);
@@ -100,18 +135,14 @@ export async function beginFilesystemPdf(db: Database, pdfDir: string): Promise<
     })());
 
   return {
+    sha256: () => hash.sha256(),
     async write(chunk) {
-      if (state !== 'writing') throw finishedError('write to');
-      try {
-        for (let offset = 0; offset < chunk.length; ) {
-          offset += (await handle.write(chunk, offset)).bytesWritten;
-        }
-      } catch (error) {
-        state = 'broken'; // the file no longer matches the hash, so it must not be committed
-        throw error;
-      }
+      if (state !== 'writing' || hash.finished()) throw finishedError('write to');
       hash.update(chunk);
       sizeBytes += chunk.length;
+      unwritten.push(chunk);
+      unwrittenBytes += chunk.length;
+      if (unwrittenBytes >= WRITE_RUN_BYTES) await flush();
     },
     async commit(meta) {
       if (state !== 'writing') {
@@ -121,7 +152,8 @@ export async function beginFilesystemPdf(db: Database, pdfDir: string): Promise<
       state = 'finished';
       let storageKey: string;
       try {
-        assertWritten(meta, { sha256: hash.digest('hex'), sizeBytes });
+        assertWritten(meta, { sha256: hash.sha256(), sizeBytes });
+        await flush();
         await handle.sync();
         await handle.close();
         storageKey = await placeFile(pdfDir, tempPath, meta.sha256);

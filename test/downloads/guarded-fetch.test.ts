@@ -65,6 +65,16 @@ describe('downloadPdf over real HTTPS', () => {
     expect(sink.toBuffer().equals(pdf)).toBe(true);
   });
 
+  it("takes the sha256 from a sink that hashes anyway, instead of hashing twice", async () => {
+    const pdf = host.samplePdf(50_000);
+    const path = freshPath();
+    files.route(path, host.servePdf(pdf));
+    let received = 0;
+    const lending = { write: async (chunk: Uint8Array) => void (received += chunk.length), sha256: () => 'the sink says' };
+    expect(await download(files.url(path), { sink: lending }).result).toMatchObject({ sha256: 'the sink says', sizeBytes: pdf.length });
+    expect(received).toBe(pdf.length);
+  });
+
   it('accepts a PDF whose first five bytes arrive in separate pieces', async () => {
     const path = freshPath();
     files.route(path, (_request, response) => {

@@ -74,6 +74,16 @@ describe('database PDF storage', () => {
     expect(await documentRows()).toEqual([]);
   });
 
+  it('lends the sha256 of what it was written, after which it takes no more bytes', async () => {
+    const bytes = fakePdf();
+    const pending = await t.storage.begin();
+    await writeInChunks(pending, bytes);
+    expect(pending.sha256?.()).toBe(metaOf(bytes).sha256);
+    await expect(pending.write(bytes)).rejects.toMatchObject({ code: 'STORAGE_ERR_FINISHED' });
+    await pending.commit(metaOf(bytes));
+    expect(await documentRows()).toHaveLength(1);
+  });
+
   it('refuses a commit whose sha256 is not that of the bytes written, storing nothing', async () => {
     const bytes = fakePdf();
     const wrong = { ...metaOf(bytes), sha256: metaOf(fakePdf()).sha256 };

@@ -1,7 +1,7 @@
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { INCOMING_DIR, storageKeyFor } from '../../src/storage/filesystem-storage.js';
+import { INCOMING_DIR, storageKeyFor, writeAll } from '../../src/storage/filesystem-storage.js';
 import { commitAllAtOnce, createStorageTest, fakePdf, listFiles, metaOf, readAll, store, writeInChunks, type StorageTest } from './pdf-fixtures.js';
 
 let t: StorageTest;
@@ -81,13 +81,15 @@ describe('filesystem PDF storage', () => {
     expect(await readFile(storedPath(bytes))).toEqual(bytes);
   });
 
-  it('writes a download to a temp file that discard removes, storing nothing', async () => {
-    const bytes = fakePdf();
+  it('writes a download to a temp file as it arrives (holding at most 256 KiB), which discard removes, storing nothing', async () => {
+    const bytes = fakePdf(3_000_000);
     const pending = await t.storage.begin();
     await writeInChunks(pending, bytes);
     const incoming = await listFiles(path.join(t.pdfDir, INCOMING_DIR));
     expect(incoming).toHaveLength(1);
-    expect(await readFile(path.join(t.pdfDir, INCOMING_DIR, incoming[0]!))).toEqual(bytes);
+    const onDisk = await readFile(path.join(t.pdfDir, INCOMING_DIR, incoming[0]!));
+    expect(onDisk.length).toBeGreaterThan(bytes.length - 256 * 1024);
+    expect(onDisk).toEqual(bytes.subarray(0, onDisk.length));
     await pending.discard();
     await pending.discard();
     await expect(pending.write(bytes)).rejects.toMatchObject({ code: 'STORAGE_ERR_FINISHED' });
@@ -100,6 +102,16 @@ describe('filesystem PDF storage', () => {
     const pendings = await Promise.all(Array.from({ length: 5 }, () => t.storage.begin()));
     expect(await listFiles(path.join(t.pdfDir, INCOMING_DIR))).toHaveLength(5);
     await Promise.all(pendings.map((p) => p.discard()));
+  });
+
+  it('lends the sha256 of what it was written, after which it takes no more bytes', async () => {
+    const bytes = fakePdf();
+    const pending = await t.storage.begin();
+    await writeInChunks(pending, bytes);
+    expect(pending.sha256?.()).toBe(metaOf(bytes).sha256);
+    await expect(pending.write(bytes)).rejects.toMatchObject({ code: 'STORAGE_ERR_FINISHED' });
+    await pending.commit(metaOf(bytes));
+    expect(await documentRows()).toHaveLength(1);
   });
 
   it('refuses a commit whose sha256 is not that of the bytes written, keeping nothing', async () => {
@@ -158,3 +170,21 @@ describe('filesystem PDF storage', () => {
     expect(await readAll((await t.storage.open(documentId))!.stream)).toEqual(bytes);
   });
 });
+
+describe('writeAll', () => {
+  it('goes on writing where a short write stopped, until every byte is written', async () => {
+    const written: Buffer[] = [];
+    // A file that takes at most 5 bytes per call, as a nearly full disk or a signal can cause.
+    const stingy = {
+      async writev(chunks: Uint8Array[]) {
+        const some = Buffer.concat(chunks).subarray(0, 5);
+        written.push(some);
+        return { bytesWritten: some.length };
+      },
+    };
+    await writeAll(stingy, [Buffer.from('%PDF-'), Buffer.from('1.7 and'), Buffer.from(' more')]);
+    expect(Buffer.concat(written).toString()).toBe('%PDF-1.7 and more');
+    expect(written.length).toBe(4);
+  });
+});
+
