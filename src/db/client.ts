@@ -29,6 +29,11 @@ export function createDatabase({ url, poolSize, connectTimeoutMs, queryTimeoutMs
     // A TCP connection that stops answering is noticed instead of hanging a request.
     keepAlive: true,
   });
+  // A server that closes an idle connection (restart, failover, pg_terminate_backend) makes the pool
+  // emit 'error'; unheard, that event would crash the process. The pool has already dropped the
+  // connection and the next query opens a new one, so there is nothing more to do here. (Prisma adds
+  // a listener of its own, but only once it first connects, and plain-pg paths may come first.)
+  pool.on('error', () => undefined);
   const db = new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }) });
   POOLS.set(db, pool);
   return db;

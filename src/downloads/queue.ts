@@ -1,4 +1,4 @@
-import type { Database } from '../db/client.js';
+import { poolOf, type Database } from '../db/client.js';
 
 const DEADLINE_PASSED = 'The download deadline passed before the PDF could be fetched.';
 
@@ -74,15 +74,20 @@ export interface DownloadQueue {
   release(id: bigint): Promise<boolean>;
 }
 
+/**
+ * Plain pg rather than Prisma: every PDF costs a claim and a report back, and Prisma's raw queries
+ * take measurably more CPU per statement on this path (`npm run bench:ack-path`).
+ */
 export function createDownloadQueue(db: Database, workerId: string, leaseSeconds: number): DownloadQueue {
-  const update = async (sql: string, ...params: unknown[]) => (await db.$queryRawUnsafe<unknown[]>(notifyingFinalStates(sql), ...params)).length > 0;
+  const pool = poolOf(db);
+  const update = async (sql: string, ...params: unknown[]) => ((await pool.query(notifyingFinalStates(sql), params)).rowCount ?? 0) > 0;
   return {
     async claim(limit) {
-      const rows = await db.$queryRawUnsafe<ClaimedDelivery[]>(CLAIM, limit, workerId, leaseSeconds);
+      const { rows } = await pool.query<Omit<ClaimedDelivery, 'id'> & { id: string }>(CLAIM, [limit, workerId, leaseSeconds]);
       return rows.map((r) => ({ ...r, id: BigInt(r.id) }));
     },
     async expireOverdue() {
-      return (await db.$queryRawUnsafe<unknown[]>(notifyingFinalStates(EXPIRE))).length;
+      return (await pool.query(notifyingFinalStates(EXPIRE))).rowCount ?? 0;
     },
     markDone: (id, documentId) =>
       update(

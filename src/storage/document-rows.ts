@@ -79,10 +79,11 @@ export interface NewDocument extends PdfMeta {
  */
 export async function recordDocument(db: Database, row: NewDocument): Promise<CommittedPdf> {
   for (let attempt = 0; attempt < 3; attempt += 1) {
-    const [existing] = await db.$queryRawUnsafe<{ id: bigint }[]>(FIND_DOCUMENT, row.sha256);
+    // Plain pg: Prisma would base64 the bytes on the way (see poolOf), and this runs once per PDF.
+    const pool = poolOf(db);
+    const [existing] = (await pool.query<{ id: string }>(FIND_DOCUMENT, [row.sha256])).rows;
     if (existing) return { documentId: BigInt(existing.id), deduplicated: true };
-    // Plain pg for the bytes: Prisma would base64 them on the way (see poolOf).
-    const { rows } = await poolOf(db).query<{ id: string }>(INSERT_DOCUMENT, [row.sha256, row.sizeBytes, row.contentType, row.storage, row.storageKey, row.content]);
+    const { rows } = await pool.query<{ id: string }>(INSERT_DOCUMENT, [row.sha256, row.sizeBytes, row.contentType, row.storage, row.storageKey, row.content]);
     const inserted = rows[0];
     if (inserted) return { documentId: BigInt(inserted.id), deduplicated: false };
   }
