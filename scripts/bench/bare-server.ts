@@ -1,6 +1,6 @@
 import Fastify from 'fastify';
 
-// The HTTP limit: Fastify alone, started like the service (`node --import tsx`, its own process),
+// The HTTP limit: Fastify alone, in its own process like the service (run by tsx: nothing to build),
 // reading the same JSON bodies as raw bytes and answering 204 — no authentication, no database,
 // no logging. Whatever the service does beyond this costs throughput.
 

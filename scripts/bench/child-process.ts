@@ -18,7 +18,10 @@ export interface Child {
 
 export interface ChildSpec {
   name: string;
-  /** A TypeScript entry point relative to the repository root, run as `node --import tsx <file>`. */
+  /**
+   * The entry point relative to the repository root: a .ts file runs as `node --import tsx <file>`
+   * (the benchmark's own helpers), a .js file with plain node (the compiled service, as deployed).
+   */
   entry: string;
   /** Extra flags for node, e.g. --cpu-prof. */
   nodeArgs?: string[];
@@ -53,14 +56,16 @@ export function logTail(logPath: string, lines = 15): string {
 }
 
 /**
- * Starts a process the way `npm run dev` does, with a minimal environment (nothing of the caller's
- * leaks in), on 127.0.0.1 and a free port, and waits until GET /healthz answers 200.
+ * Starts a process the way `npm start` (compiled .js) or `npm run dev` (.ts) does, with a minimal
+ * environment (nothing of the caller's leaks in), on 127.0.0.1 and a free port, and waits until
+ * GET /healthz answers 200.
  */
 export async function startChild(spec: ChildSpec, cleanup: Cleanup): Promise<Child> {
   const port = await freePort();
   const log = openSync(spec.logPath, 'a');
   const base = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', TMPDIR: process.env.TMPDIR ?? '/tmp' };
-  const child = spawn(process.execPath, [...(spec.nodeArgs ?? []), '--import', 'tsx', spec.entry], {
+  const loader = spec.entry.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const child = spawn(process.execPath, [...(spec.nodeArgs ?? []), ...loader, spec.entry], {
     cwd: spec.repoRoot,
     env: { ...base, ...spec.env, HOST: '127.0.0.1', PORT: String(port) },
     stdio: ['ignore', log, log],

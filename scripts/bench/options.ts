@@ -1,6 +1,12 @@
 import { parseArgs } from 'node:util';
 
+/** Groups of phases --only can select: webhooks = 1, 4 and the lone requests; db = 2; http = 3; pdf = 5 and its baselines. */
+export const PHASE_GROUPS = ['webhooks', 'db', 'http', 'pdf'] as const;
+export type PhaseGroup = (typeof PHASE_GROUPS)[number];
+
 export interface BenchOptions {
+  /** The phase groups to run (all unless --only narrows them). */
+  only: ReadonlySet<PhaseGroup>;
   connections: number;
   /** Seconds of measured load per HTTP or database phase. */
   durationS: number;
@@ -21,6 +27,8 @@ export interface BenchOptions {
 
 export const USAGE = `npm run bench -- [options]
 
+  --only PHASES             comma list of the phases to run (default all): webhooks (1, 4 and the lone
+                            requests), db (2), http (3), pdf (5 and its baselines)
   --connections N           concurrent connections for every load phase (default 32)
   --duration S              seconds per measured phase (default 10)
   --warmup S                unmeasured seconds before each HTTP phase (default 2)
@@ -53,12 +61,24 @@ function oneOf<T extends string>(name: string, value: string | undefined, allowe
   return value as T;
 }
 
+function phaseGroups(value: string | undefined): ReadonlySet<PhaseGroup> {
+  if (value === undefined) return new Set(PHASE_GROUPS);
+  const names = value.split(',').map((name) => name.trim()).filter((name) => name !== '');
+  const unknown = names.filter((name) => !(PHASE_GROUPS as readonly string[]).includes(name));
+  if (names.length === 0 || unknown.length > 0) {
+    const problem = names.length === 0 ? 'it names none' : `${unknown.map((name) => `"${name}"`).join(', ')} is not one of them`;
+    throw new Error(`--only takes a comma list of ${PHASE_GROUPS.join(', ')}; ${problem}`);
+  }
+  return new Set(names as PhaseGroup[]);
+}
+
 /** Parses the command line; `--help` yields undefined. Throws one readable error for a bad flag. */
 export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptions | undefined {
   const { values } = parseArgs({
     args: argv,
     strict: true,
     options: {
+      only: { type: 'string' },
       connections: { type: 'string' },
       duration: { type: 'string' },
       warmup: { type: 'string' },
@@ -79,6 +99,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptio
   const pdfBytes = positive('pdf-bytes', values['pdf-bytes'], 1024 * 1024);
   if (pdfBytes < 64) throw new Error('--pdf-bytes must be at least 64');
   return {
+    only: phaseGroups(values.only),
     connections: positive('connections', values.connections, 32),
     durationS: positive('duration', values.duration, quick ? 2 : 10, false),
     warmupS: positive('warmup', values.warmup, quick ? 0.5 : 2, false),

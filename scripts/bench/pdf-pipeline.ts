@@ -120,10 +120,21 @@ export async function runPipeline(opts: {
   };
 }
 
-/** The same files fetched by a plain undici loop in its own process, trusting the same certificate. */
-export function runPlainFetch(opts: { repoRoot: string; urlPrefix: string; count: number; concurrency: number; certPath: string; signal: AbortSignal }): Promise<PlainFetchResult> {
+/**
+ * The same files fetched by a plain undici loop in its own process, trusting the same certificate;
+ * with `intoDir`, each written there durably (scripts/bench/plain-fetch.ts says how).
+ */
+export function runPlainFetch(opts: {
+  repoRoot: string;
+  urlPrefix: string;
+  count: number;
+  concurrency: number;
+  certPath: string;
+  intoDir?: string;
+  signal: AbortSignal;
+}): Promise<PlainFetchResult> {
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', NODE_EXTRA_CA_CERTS: opts.certPath };
-  const args = ['--import', 'tsx', 'scripts/bench/plain-fetch.ts', opts.urlPrefix, String(opts.count), String(opts.concurrency)];
+  const args = ['--import', 'tsx', 'scripts/bench/plain-fetch.ts', opts.urlPrefix, String(opts.count), String(opts.concurrency), ...(opts.intoDir ? [opts.intoDir] : [])];
   return new Promise((resolve, reject) => {
     execFile(process.execPath, args, { cwd: opts.repoRoot, env, signal: opts.signal, timeout: 30 * 60_000 }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`the plain fetch failed: ${stderr || err.message}`));

@@ -1,3 +1,4 @@
+import type { ByteaLimitResult } from './bytea-limit.js';
 import type { CpuUse } from './cpu.js';
 import type { DbLimitResult } from './db-limit.js';
 import type { Latency, LoadResult } from './load.js';
@@ -18,6 +19,8 @@ export interface Results {
   durationS: number;
   patiro?: WebhookResult;
   lone?: LoadResult;
+  /** The same on a service with group commit off (WRITE_BATCH_MAX_ROWS=1). */
+  loneUnbatched?: LoadResult;
   dbLimit?: DbLimitResult & { stored: number; cpu: CpuUse };
   /** The same at the service's own number of database connections. */
   dbLimitAtPool?: DbLimitResult & { stored: number; cpu: CpuUse; connections: number };
@@ -25,6 +28,16 @@ export interface Results {
   physitrack?: WebhookResult;
   pipeline?: PipelineResult & { label: string };
   plain?: PlainFetchResult & { concurrency: number };
+  /** The same, each file written, fsynced and renamed. */
+  plainToFiles?: PlainFetchResult & { concurrency: number };
+  /** PostgreSQL storing the same bytes from plain INSERTs (PDF_STORAGE=database only). */
+  byteaLimit?: ByteaLimitResult;
+}
+
+/** Whether any phase finished, so that a failed run still has something to report. */
+export function hasResults(r: Results): boolean {
+  const { header: _header, connections: _connections, durationS: _durationS, ...phases } = r;
+  return Object.values(phases).some((result) => result !== undefined);
 }
 
 const MIB = 1024 * 1024;
@@ -72,7 +85,9 @@ export function formatReport(r: Results): string {
     rows.push([label, `${num(w.load.acked / w.load.elapsedS)} acks/s`, ...lat(w.load.latency), refusedText(w.load), stored.cell, cpuText(w.cpu)]);
   };
   if (r.patiro) webhookRow(`1 service  POST /webhooks/patiro (c=${c})`, r.patiro);
-  if (r.lone) rows.push(['  service  a lone request (c=1, sequential)', `${num(r.lone.answered / r.lone.elapsedS)} req/s`, ...lat(r.lone.latency), refusedText(r.lone), '', '']);
+  const loneRow = (label: string, lone: LoadResult) => rows.push([label, `${num(lone.answered / lone.elapsedS)} req/s`, ...lat(lone.latency), refusedText(lone), '', '']);
+  if (r.lone) loneRow('  service  a lone request (c=1, sequential)', r.lone);
+  if (r.loneUnbatched) loneRow('  service  a lone request, batching off (WRITE_BATCH_MAX_ROWS=1)', r.loneUnbatched);
   const dbRow = (label: string, d: DbLimitResult & { stored: number; cpu: CpuUse }) => {
     const ok = d.stored === d.transactions ? 'ok' : '!!! MISMATCH';
     if (d.stored !== d.transactions) alarms.push(`${label}: ${d.stored} rows stored for ${d.transactions} transactions`);
@@ -88,16 +103,20 @@ export function formatReport(r: Results): string {
   saturated('4 Physitrack', r.physitrack?.cpu);
   if (r.http) rows.push([`3 HTTP limit: bare Fastify 204, same bodies (c=${c})`, `${num(r.http.load.answered / r.http.load.elapsedS)} req/s`, ...lat(r.http.load.latency), refusedText(r.http.load), '', cpuText(r.http.cpu)]);
   if (r.physitrack) webhookRow(`4 service  POST /webhooks/physitrack (c=${c})`, r.physitrack);
-  out.push(
-    `Load phases: ${r.durationS} s each; latency over every answered delivery. CPU in % of one core during the phase: target is the`,
-    'process under test (the service; pgbench in 2; the bare server in 3), others is the rest of the machine (other users included).',
-    table(rows),
-    '',
-  );
+  if (rows.length > 1) {
+    out.push(
+      `Load phases: ${r.durationS} s each; latency over every answered delivery. CPU in % of one core during the phase: target is the`,
+      'process under test (the service; pgbench in 2; the bare server in 3), others is the rest of the machine (other users included).',
+      table(rows),
+      '',
+    );
+  }
 
   const p = r.pipeline;
   const f = r.plain;
-  if (p || f) {
+  const ff = r.plainToFiles;
+  const b = r.byteaLimit;
+  if (p || f || ff || b) {
     const prow: string[][] = [['', 'PDFs/s', 'MiB/s', 'time', 'done', 'retries', 'peak RSS (sampled; idle)', 'CPU %: service/postgres/bench/others']];
     if (p) {
       if (p.notDone > 0) alarms.push(`PDF pipeline: ${p.notDone} deliveries did not end done`);
@@ -105,12 +124,19 @@ export function formatReport(r: Results): string {
         `${num(p.peakRss / 1e6)} MB (${num(p.sampledRss / 1e6)}; ${num(p.idleRss / 1e6)})`, cpuText(p.cpu)]);
       if (p.peakSinceStart) alarms.push('the peak RSS could not be restarted for the pipeline: it is the peak since the service started');
     }
-    if (f) prow.push([`  plain undici fetch, same files, concurrency ${f.concurrency}`, num(f.files / f.elapsedS), num(f.bytes / MIB / f.elapsedS), `${f.elapsedS.toFixed(2)} s`, `${f.files}/${f.files}`, '', '', '']);
+    const fetchRow = (label: string, x: PlainFetchResult) => prow.push([label, num(x.files / x.elapsedS), num(x.bytes / MIB / x.elapsedS), `${x.elapsedS.toFixed(2)} s`, `${x.files}/${x.files}`, '', '', '']);
+    if (f) fetchRow(`  plain undici fetch, same files, concurrency ${f.concurrency}`, f);
+    if (ff) fetchRow(`  plain undici fetch into files (write + fsync + rename), concurrency ${ff.concurrency}`, ff);
+    if (b) {
+      if (b.stored !== b.files) alarms.push(`database limit for the bytes: ${b.stored} rows stored for ${b.files} INSERTs`);
+      prow.push([`  database limit: plain pg INSERT of the same bytes, concurrency ${b.concurrency}`, num(b.files / b.elapsedS), num(b.bytes / MIB / b.elapsedS),
+        `${b.elapsedS.toFixed(2)} s`, `${b.stored}/${b.files}`, '', '', `– / ${pct(b.cpu.postgres)} / ${pct(b.cpu.bench)} / ${pct(b.cpu.others)}`]);
+    }
     out.push(table(prow), '');
   }
 
   const phases: [string, CpuUse | undefined][] = [
-    ['1', r.patiro?.cpu], ['2', r.dbLimit?.cpu], ['2 at the pool size', r.dbLimitAtPool?.cpu], ['3', r.http?.cpu], ['4', r.physitrack?.cpu], ['5', p?.cpu],
+    ['1', r.patiro?.cpu], ['2', r.dbLimit?.cpu], ['2 at the pool size', r.dbLimitAtPool?.cpu], ['3', r.http?.cpu], ['4', r.physitrack?.cpu], ['5', p?.cpu], ['5 database limit', b?.cpu],
   ];
   const disturbed = phases.filter((entry): entry is [string, CpuUse] => entry[1] !== undefined && entry[1].others > 20);
   if (disturbed.length > 0) {
@@ -120,7 +146,6 @@ export function formatReport(r: Results): string {
     if (names.length > 0) alarms.push(`    busiest of them: ${names.join('; ')}`);
   }
 
-  out.push('Ratios and targets');
   const targets: string[][] = [];
   const patiroRate = r.patiro ? r.patiro.load.acked / r.patiro.load.elapsedS : Number.NaN;
   if (r.patiro && r.dbLimit) {
@@ -138,12 +163,21 @@ export function formatReport(r: Results): string {
     targets.push(['Physitrack acknowledged but not stored', String(lost), 'target 0', verdict(lost === 0)]);
   }
   if (r.lone) targets.push(['a lone Patiro request, p50', ms(r.lone.latency.p50), '', '']);
+  if (r.lone && r.loneUnbatched) {
+    const cost = r.lone.latency.p50 - r.loneUnbatched.latency.p50;
+    const signed = Number.isFinite(cost) ? `${cost >= 0 ? '+' : '−'}${ms(Math.abs(cost))}` : '–';
+    targets.push(['a lone Patiro request, p50 with batching − without', signed, 'target ≤ 1 ms', verdict(cost <= 1)]);
+  }
+  const pipelineRate = p ? p.done / p.elapsedS : Number.NaN;
   if (p && f) {
-    const ratio = p.done / p.elapsedS / (f.files / f.elapsedS);
+    const ratio = pipelineRate / (f.files / f.elapsedS);
     targets.push(['PDF pipeline ÷ plain fetch (PDFs/s)', `${ratio.toFixed(2)}×`, 'target ≥ 0.8×', verdict(ratio >= 0.8)]);
   }
+  if (p && ff) targets.push(['PDF pipeline ÷ plain fetch into fsynced files', `${(pipelineRate / (ff.files / ff.elapsedS)).toFixed(2)}×`, '', '']);
+  if (p && b) targets.push(['PDF pipeline ÷ database limit for the bytes', `${(pipelineRate / (b.files / b.elapsedS)).toFixed(2)}×`, '', '']);
   if (p) targets.push(['service peak RSS during the pipeline (VmHWM)', `${num(p.peakRss / 1e6)} MB`, 'target ≤ 200 MB', verdict(p.peakRss <= 200 * 1e6)]);
-  out.push(table(targets.map((t) => ['  ' + t[0]!, ...t.slice(1)])));
-  if (alarms.length > 0) out.push('', ...alarms.map((a) => `!!! ${a}`));
+  // Only phases that ran have ratios: with --only db,http there may be none at all.
+  if (targets.length > 0) out.push('Ratios and targets', table(targets.map((t) => ['  ' + t[0]!, ...t.slice(1)])));
+  if (alarms.length > 0) out.push(...(out.at(-1) === '' ? [] : ['']), ...alarms.map((a) => `!!! ${a}`));
   return out.join('\n');
 }
