@@ -14,7 +14,7 @@ import { parseOptions, PHASE_GROUPS, USAGE, type BenchOptions } from './bench/op
 import { runPdfPhases } from './bench/pdf-phases.js';
 import { runDbLimit, warmAndRun, type PhaseSettings } from './bench/phases.js';
 import { formatReport, hasResults, type Results } from './bench/report.js';
-import { compileService, SERVICE_COMMAND, serviceStarter, type Secrets } from './bench/service.js';
+import { compileService, serviceCommand, serviceStarter, type Secrets } from './bench/service.js';
 import { makeSelfSignedCert } from './bench/tls.js';
 import { runWebhookPhases } from './bench/webhook-phases.js';
 
@@ -59,7 +59,7 @@ async function setUp(o: BenchOptions, cleanup: Cleanup, results: Results): Promi
     ...(othersBefore > 20 ? ['  !!! the machine was not idle: the figures below are disturbed (see the "others" CPU column)'] : []),
     ...(phases.length < PHASE_GROUPS.length ? [`  phases:   ${phases.join(', ')} only (--only)`] : []),
     `  database: ${server.description}`,
-    ...(runsService ? [`  service:  ${SERVICE_COMMAND} (compiled by tsc at the start of the run), NODE_ENV=production, LOG_LEVEL=${o.logLevel} (to a file), pool and ack deadline at their defaults`] : []),
+    ...(runsService ? [`  service:  ${serviceCommand(repoRoot)} (compiled by tsc at the start of the run), NODE_ENV=production, LOG_LEVEL=${o.logLevel} (to a file), pool and ack deadline at their defaults`] : []),
     `  load:     autocannon, ${o.connections} connections, ${o.warmupS} s warm-up + ${o.durationS} s per phase${o.quick ? ' (quick mode)' : ''}`,
   );
   const startService = serviceStarter({ o, repoRoot, tmpDir, secrets, certPath: tls.certPath, cleanup });

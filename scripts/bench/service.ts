@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { startChild, type Child } from './child-process.js';
 import type { Cleanup } from './cleanup.js';
@@ -8,7 +9,19 @@ import type { BenchOptions } from './options.js';
 // then started with plain node, each process with its own database URL and data directory.
 
 export const SERVICE_ENTRY = 'dist/main.js';
-export const SERVICE_COMMAND = `node --enable-source-maps ${SERVICE_ENTRY}`;
+
+/**
+ * The node flags of `npm start`, read from package.json so the benchmark measures the runtime
+ * settings that are deployed (the Dockerfile's CMD is checked against the same script by a test).
+ */
+export function startFlags(repoRoot: string): string[] {
+  const { scripts } = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  const match = /\bnode((?: --[\w-]+(?:=\S+)?)*) dist\/main\.js\b/.exec(scripts.start ?? '');
+  if (!match) throw new Error(`package.json's start script does not run "node [flags] ${SERVICE_ENTRY}": ${scripts.start}`);
+  return match[1]!.trim().split(' ').filter(Boolean);
+}
+
+export const serviceCommand = (repoRoot: string) => ['node', ...startFlags(repoRoot), SERVICE_ENTRY].join(' ');
 
 export interface Secrets {
   patiro: string;
@@ -75,7 +88,7 @@ export function serviceStarter(setup: ServiceSetup): StartService {
       env: { ...serviceEnv(o, databaseUrl, path.join(tmpDir, dir), setup.secrets, setup.certPath), ...envOverrides },
       // Plain node profiles one thread, but several service processes run in one benchmark: a
       // directory per process keeps their profiles apart.
-      nodeArgs: ['--enable-source-maps', ...(o.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.cpuProfDir, dir)}`] : [])],
+      nodeArgs: [...startFlags(repoRoot), ...(o.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.cpuProfDir, dir)}`] : [])],
       logPath: path.join(tmpDir, `${dir}.log`), repoRoot,
     }, setup.cleanup);
 }
