@@ -14,12 +14,6 @@ export interface ClaimedDelivery {
  * One statement claims due rows: SKIP LOCKED lets replicas claim side by side without waiting or
  * taking the same row; the lease is written as next_attempt_at, so a row whose worker died comes
  * due again by itself when the lease runs out.
- *
- * The claim commits without waiting for its WAL flush (synchronous_commit off for this transaction
- * only). A claim lost in a database crash leaves the row as it was, due, to be claimed again; the
- * attempt that held it then finds its lease gone and records nothing. Waiting for the flush would
- * queue each claim behind the megabytes of PDFs other slots are committing, and claims run one at
- * a time, so they would pace the whole worker.
  */
 const CLAIM = `
 WITH due AS (
@@ -35,8 +29,7 @@ SET download_status = 'downloading',
     locked_by       = $2,
     locked_until    = now() + make_interval(secs => $3::int),
     next_attempt_at = now() + make_interval(secs => $3::int)
-FROM due, (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-WHERE d.id = due.id
+FROM due WHERE d.id = due.id
 RETURNING d.id, d.file_url AS "fileUrl", d.attempts, d.deadline_at AS "deadlineAt"`;
 
 /** Rows whose deadline passed while waiting (or while their worker was gone) will never be fetched. */

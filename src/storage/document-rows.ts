@@ -57,17 +57,9 @@ export function finishedError(action: string): StorageError {
 
 const FIND_DOCUMENT = 'SELECT id FROM documents WHERE sha256 = $1';
 
-/**
- * Commits without waiting for its WAL flush (synchronous_commit off for this transaction only).
- * The row becomes durable with the delivery's `done`, whose synchronous commit flushes the WAL up
- * to its own record and so everything written before it; a document lost in a crash before that
- * belongs to a delivery that is not done and will be downloaded again. This halves the flushes per
- * PDF, each of which waits behind the megabytes other downloads are committing.
- */
 const INSERT_DOCUMENT = `
 INSERT INTO documents (sha256, size_bytes, content_type, storage, storage_key, content)
-SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::bytea
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (sha256) DO NOTHING
 RETURNING id`;
 

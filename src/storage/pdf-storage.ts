@@ -19,12 +19,9 @@ export interface StorageSettings {
 /** One download on its way into storage: the downloader's sink, then committed or discarded. */
 export interface PendingPdf extends DownloadSink {
   /**
-   * Stores the bytes and returns the documents row for this content: the existing one when the
-   * same sha256 is already stored (then nothing is stored again). Refuses, and keeps nothing, when
-   * `meta` does not describe the bytes written. Either way the pending PDF is finished.
-   * A file is fsynced before its row is written; the row itself is committed without waiting for
-   * the WAL flush, and is durable once the caller's next synchronous commit (the delivery's `done`)
-   * returns.
+   * Makes the bytes durable and returns the documents row for this content: the existing one when
+   * the same sha256 is already stored (then nothing is stored again). Refuses, and keeps nothing,
+   * when `meta` does not describe the bytes written. Either way the pending PDF is finished.
    */
   commit(meta: PdfMeta): Promise<CommittedPdf>;
   /** Throws away what was written. Idempotent and never throws. */
