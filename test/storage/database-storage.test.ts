@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { commitAllAtOnce, createStorageTest, fakePdf, listFiles, metaOf, readAll, store, writeInChunks, type StorageTest } from './pdf-fixtures.js';
+import { commitAllAtOnce, expectLentSha256, createStorageTest, fakePdf, listFiles, metaOf, readAll, store, writeInChunks, type StorageTest } from './pdf-fixtures.js';
 
 let t: StorageTest;
 
@@ -75,12 +75,7 @@ describe('database PDF storage', () => {
   });
 
   it('lends the sha256 of what it was written, after which it takes no more bytes', async () => {
-    const bytes = fakePdf();
-    const pending = await t.storage.begin();
-    await writeInChunks(pending, bytes);
-    expect(pending.sha256?.()).toBe(metaOf(bytes).sha256);
-    await expect(pending.write(bytes)).rejects.toMatchObject({ code: 'STORAGE_ERR_FINISHED' });
-    await pending.commit(metaOf(bytes));
+    await expectLentSha256(t.storage);
     expect(await documentRows()).toHaveLength(1);
   });
 

@@ -2,7 +2,7 @@ import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { INCOMING_DIR, storageKeyFor, writeAll } from '../../src/storage/filesystem-storage.js';
-import { commitAllAtOnce, createStorageTest, fakePdf, listFiles, metaOf, readAll, store, writeInChunks, type StorageTest } from './pdf-fixtures.js';
+import { commitAllAtOnce, expectLentSha256, createStorageTest, fakePdf, listFiles, metaOf, readAll, store, writeInChunks, type StorageTest } from './pdf-fixtures.js';
 
 let t: StorageTest;
 
@@ -105,12 +105,7 @@ describe('filesystem PDF storage', () => {
   });
 
   it('lends the sha256 of what it was written, after which it takes no more bytes', async () => {
-    const bytes = fakePdf();
-    const pending = await t.storage.begin();
-    await writeInChunks(pending, bytes);
-    expect(pending.sha256?.()).toBe(metaOf(bytes).sha256);
-    await expect(pending.write(bytes)).rejects.toMatchObject({ code: 'STORAGE_ERR_FINISHED' });
-    await pending.commit(metaOf(bytes));
+    await expectLentSha256(t.storage);
     expect(await documentRows()).toHaveLength(1);
   });
 

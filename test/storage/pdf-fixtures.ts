@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -39,6 +40,16 @@ export async function listFiles(dir: string): Promise<string[]> {
     .filter((entry) => entry.isFile())
     .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
     .sort();
+}
+
+/** Both backends lend the sha256 of what they were written, and take no more bytes once it is read. */
+export async function expectLentSha256(storage: PdfStorage): Promise<void> {
+  const bytes = fakePdf();
+  const pending = await storage.begin();
+  await writeInChunks(pending, bytes);
+  expect(pending.sha256?.()).toBe(metaOf(bytes).sha256);
+  await expect(pending.write(bytes)).rejects.toMatchObject({ code: 'STORAGE_ERR_FINISHED' });
+  expect((await pending.commit(metaOf(bytes))).deduplicated).toBe(false);
 }
 
 /**
