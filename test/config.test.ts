@@ -27,6 +27,12 @@ describe('loadConfig', () => {
     expect(config.dataDir).toMatch(/data$/);
   });
 
+  it('takes WRITE_BATCH_MAX_ROWS from 1 (batching off) to 5000', () => {
+    expect(loadConfig({ WRITE_BATCH_MAX_ROWS: '1' }).writeBatchMaxRows).toBe(1);
+    expect(problemsOf({ WRITE_BATCH_MAX_ROWS: '0' })).toEqual([expect.stringMatching(/^WRITE_BATCH_MAX_ROWS: /)]);
+    expect(problemsOf({ WRITE_BATCH_MAX_ROWS: '5001' })).toEqual([expect.stringMatching(/^WRITE_BATCH_MAX_ROWS: /)]);
+  });
+
   it('lists every bad variable in one error', () => {
     const problems = problemsOf({ PORT: 'eighty', LOG_LEVEL: 'loud', BODY_LIMIT_BYTES: '-1', DATABASE_URL: 'mysql://x' });
     expect(problems).toHaveLength(4);

@@ -78,9 +78,9 @@ export interface NewDocument extends PdfMeta {
  * deleted in between.
  */
 export async function recordDocument(db: Database, row: NewDocument): Promise<CommittedPdf> {
+  // Plain pg: Prisma would base64 the bytes on the way (see poolOf).
+  const pool = poolOf(db);
   for (let attempt = 0; attempt < 3; attempt += 1) {
-    // Plain pg: Prisma would base64 the bytes on the way (see poolOf), and this runs once per PDF.
-    const pool = poolOf(db);
     const [existing] = (await pool.query<{ id: string }>(FIND_DOCUMENT, [row.sha256])).rows;
     if (existing) return { documentId: BigInt(existing.id), deduplicated: true };
     const { rows } = await pool.query<{ id: string }>(INSERT_DOCUMENT, [row.sha256, row.sizeBytes, row.contentType, row.storage, row.storageKey, row.content]);
