@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
@@ -11,14 +12,24 @@ function flagsBeforeMain(command: string[]): string[] {
   return command.slice(1, main);
 }
 
+function npmStartCommand(): string[] {
+  const start = (JSON.parse(repoFile('package.json')) as { scripts: Record<string, string> }).scripts.start!;
+  return start.split('&& exec ')[1]!.trim().split(/\s+/);
+}
+
 describe('the start command', () => {
   it('runs node with the same flags in the container as with npm start', () => {
-    const start = (JSON.parse(repoFile('package.json')) as { scripts: Record<string, string> }).scripts.start!;
-    const npmCommand = start.split('&& exec ')[1]!.trim().split(/\s+/);
+    const npmCommand = npmStartCommand();
     const cmdLine = /^CMD (\[.*\])$/m.exec(repoFile('Dockerfile'));
     expect(cmdLine, 'the Dockerfile has a CMD in exec form').not.toBeNull();
     const dockerCommand = JSON.parse(cmdLine![1]!) as string[];
     expect(flagsBeforeMain(dockerCommand)).toEqual(flagsBeforeMain(npmCommand));
-    expect(flagsBeforeMain(npmCommand)).toContain('--max-semi-space-size=2');
+    expect(flagsBeforeMain(npmCommand)).toEqual(expect.arrayContaining(['--max-semi-space-size=2', '--liftoff-only']));
+  });
+
+  it('passes only flags this node accepts (a misspelt V8 flag stops node at start)', () => {
+    const run = spawnSync(process.execPath, [...flagsBeforeMain(npmStartCommand()), '-e', '0'], { encoding: 'utf8' });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
   });
 });
