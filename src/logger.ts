@@ -1,31 +1,57 @@
 import type { LoggerOptions } from 'pino';
 
 /**
- * Every header or field that can carry a secret, a signature or patient data.
- * Bodies are never logged at all; these paths catch anything that slips into a log object.
+ * Keys whose values are secrets, signatures or patient data (compared in lower case). A value under
+ * one of these keys is replaced wherever it sits in a log line: at the top, in child bindings, in a
+ * serialized error, at any depth. Bodies are never logged at all; this catches anything that slips in.
  */
-export const REDACT_PATHS = [
-  'req.headers.authorization',
-  'req.headers["x-patiro-hmacsha256"]',
-  'req.headers.cookie',
-  'req.query.token',
-  'headers.authorization',
-  'headers["x-patiro-hmacsha256"]',
-  '*.api_key',
-  '*.token',
-  '*.file_url',
-  '*.fileUrl',
-  '*.patient_id',
-  '*.patientId',
-  '*.password',
-  '*.secret',
-  'databaseUrl',
-];
+export const REDACTED_KEYS: ReadonlySet<string> = new Set([
+  'authorization',
+  'x-patiro-hmacsha256',
+  'cookie',
+  'token',
+  'api_key',
+  'file_url',
+  'fileurl',
+  'patient_id',
+  'patientid',
+  'password',
+  'secret',
+  'databaseurl',
+]);
+
+export const CENSOR = '[redacted]';
+
+const escapeForRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
+/** A JSON key spelled exactly as one of them; an escaped quote inside a string value does not match. */
+const NAMES_A_REDACTED_KEY = new RegExp(`"(?:${[...REDACTED_KEYS].map(escapeForRegExp).join('|')})":`, 'i');
+
+function redactValues(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redactValues);
+  if (value === null || typeof value !== 'object') return value;
+  const entries = Object.entries(value).map(([key, inner]) => [key, REDACTED_KEYS.has(key.toLowerCase()) ? CENSOR : redactValues(inner)]);
+  return Object.fromEntries(entries);
+}
+
+/**
+ * pino's last step before a line is written. Most lines name no such key and pass after one regular
+ * expression test; only a line that does is parsed and rewritten. pino's path redaction cloned every
+ * logged object for its wildcard paths and made logging 40 % of all allocation on the ack path.
+ */
+export function redactLine(line: string): string {
+  if (!NAMES_A_REDACTED_KEY.test(line)) return line;
+  try {
+    return `${JSON.stringify(redactValues(JSON.parse(line)))}\n`;
+  } catch {
+    // pino writes JSON, so this is not expected; a line that cannot be checked is not written.
+    return `${JSON.stringify({ level: 50, time: Date.now(), msg: 'a log line could not be checked for secrets and was dropped' })}\n`;
+  }
+}
 
 export function loggerOptions(level: string, isTty = Boolean(process.stdout.isTTY)): LoggerOptions {
   return {
     level,
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    hooks: { streamWrite: redactLine },
     // The query string may hold Patiro's ?token=, so a request is logged by its path only.
     serializers: {
       req: (req: { method: string; url: string; id: string; ip?: string }) => ({

@@ -1,0 +1,61 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { CENSOR, REDACTED_KEYS, redactLine } from '../src/logger.js';
+import { captureLogs } from './helpers/logs.js';
+
+const SECRET = 'secret-value-4f1c9a';
+
+describe('the production logger', () => {
+  it('replaces secrets in fields, child bindings, nested objects, arrays and errors', () => {
+    const logs = captureLogs();
+    const child = logs.logger.child({ token: SECRET, component: 'worker' });
+    const err = Object.assign(new Error('refused'), { fileUrl: `https://files.example/${SECRET}.pdf` });
+    child.info(
+      {
+        upstream: { method: 'POST', headers: { Authorization: `Bearer ${SECRET}`, 'x-patiro-hmacsha256': SECRET, 'content-type': 'application/json' } },
+        deliveries: [{ patient_id: SECRET, id: 7 }, { api_key: SECRET }],
+        databaseUrl: `postgres://user:${SECRET}@db/receiver`,
+        err,
+      },
+      'something happened',
+    );
+    expect(logs.lines.join('\n')).not.toContain(SECRET);
+    const [entry] = logs.entries();
+    expect(entry).toMatchObject({
+      token: CENSOR,
+      component: 'worker',
+      upstream: { method: 'POST', headers: { Authorization: CENSOR, 'x-patiro-hmacsha256': CENSOR, 'content-type': 'application/json' } },
+      deliveries: [{ patient_id: CENSOR, id: 7 }, { api_key: CENSOR }],
+      databaseUrl: CENSOR,
+      err: { message: 'refused', fileUrl: CENSOR },
+      msg: 'something happened',
+    });
+  });
+
+  it('writes a line that names no such key exactly as pino made it', () => {
+    const line = `${JSON.stringify({ level: 30, time: 1, reqId: 'req-1', msg: 'quoted "token": in a message stays', tokenCount: 3 })}\n`;
+    expect(redactLine(line)).toBe(line);
+  });
+
+  it('leaves no secret under any redacted key, at any depth, in any letter case', () => {
+    const key = fc.constantFrom(...REDACTED_KEYS).chain((name) => fc.constantFrom(name, name.toUpperCase()));
+    const tree = fc.letrec((tie) => ({
+      node: fc.oneof(
+        { depthSize: 'small' },
+        fc.jsonValue({ maxDepth: 1 }),
+        fc.array(tie('node'), { maxLength: 3 }),
+        fc.dictionary(fc.string({ maxLength: 6 }), tie('node'), { maxKeys: 3 }),
+        fc.tuple(key, tie('node')).map(([name, rest]) => ({ [name]: SECRET, rest })),
+      ),
+    })).node;
+    fc.assert(
+      fc.property(tree, (logged) => {
+        const line = `${JSON.stringify({ level: 30, logged })}\n`;
+        const written = redactLine(line);
+        expect(written.endsWith('\n')).toBe(true);
+        expect(JSON.parse(written)).toBeTypeOf('object');
+        expect(written).not.toContain(SECRET);
+      }),
+    );
+  });
+});
