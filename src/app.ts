@@ -6,6 +6,7 @@ import { storeOptionsFor } from './db/group-commit.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { metricsRoute } from './http/metrics-route.js';
+import { OneLinePerRequest } from './http/request-log.js';
 import type { Metrics, Vendor } from './metrics.js';
 import { isPatiroConfigured } from './webhooks/patiro-auth.js';
 import { createPatiroStore, type PatiroStore } from './webhooks/patiro-store.js';
@@ -58,6 +59,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     ...(deps.https ? { https: deps.https } : {}),
     loggerInstance: logger,
+    logController: new OneLinePerRequest(),
     bodyLimit: config.bodyLimitBytes,
     genReqId: () => randomUUID(),
     // Webhook senders answer within seconds or give up; a stuck connection must not hold a socket.

@@ -29,7 +29,8 @@ const count = (entries: Record<string, unknown>[], msg: string) => entries.filte
 
 describe('SIGTERM under load', () => {
   it('answers every request it read, finishes running downloads, stores every 2xx and exits 0 within 30 s', async () => {
-    const service = await startServiceProcess({ databaseUrl: database.url });
+    // debug: the "incoming request" line that proves each request read was answered is a debug line.
+    const service = await startServiceProcess({ databaseUrl: database.url, env: { LOG_LEVEL: 'debug' } });
     await service.waitReady();
     let exited = false;
     void service.exited.then(() => (exited = true));
