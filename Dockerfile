@@ -32,4 +32,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # node as PID 1 receives SIGTERM itself (no npm wrapper), so main.ts drains and logs "stopped".
 # The flags are npm start's (a test keeps them equal); the small young generation frees download
 # buffers sooner, which keeps peak memory down during a burst of PDFs (README, Performance).
-CMD ["node", "--enable-source-maps", "--max-semi-space-size=2", "--liftoff-only", "dist/main.js"]
+CMD ["node", "--enable-source-maps", "--max-semi-space-size=2", "--no-wasm-tier-up", "--no-wasm-dynamic-tiering", "dist/main.js"]

@@ -6,7 +6,7 @@ import { storeOptionsFor } from './db/group-commit.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { metricsRoute } from './http/metrics-route.js';
-import { OneLinePerRequest } from './http/request-log.js';
+import { logAbortedRequests, OneLinePerRequest } from './http/request-log.js';
 import type { Metrics, Vendor } from './metrics.js';
 import { isPatiroConfigured } from './webhooks/patiro-auth.js';
 import { createPatiroStore, type PatiroStore } from './webhooks/patiro-store.js';
@@ -68,6 +68,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
   });
   closeConnectionsWhenDraining(app);
+  logAbortedRequests(app);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
 

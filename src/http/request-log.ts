@@ -1,4 +1,4 @@
-import { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
 /**
  * One info line per request instead of Fastify's two: "request completed" carries the method, path,
@@ -17,4 +17,14 @@ export class OneLinePerRequest extends LogController {
     if (error) reply.log.error({ ...fields, err: error }, 'request errored');
     else reply.log.info(fields, 'request completed');
   }
+}
+
+/**
+ * A request whose client hung up before the answer gets no "request completed" line; without the
+ * info-level "incoming request" line it would leave no trace at info, so it gets a line of its own.
+ */
+export function logAbortedRequests(app: FastifyInstance): void {
+  app.addHook('onRequestAbort', async (request) => {
+    request.log.info({ req: request }, 'request aborted: the client closed the connection before the answer');
+  });
 }
