@@ -2,6 +2,7 @@ import dotenv from 'dotenv';
 import { pino } from 'pino';
 import { ConfigError, loadConfig } from '../config.js';
 import { migrateAndReport } from '../db/database-url.js';
+import { loggerOptions } from '../logger.js';
 
 /**
  * Applies pending migrations to DATABASE_URL and exits: for running migrations once per rollout
@@ -22,7 +23,8 @@ async function main(): Promise<number> {
     process.stderr.write('DATABASE_URL: is required to apply migrations\n');
     return 2;
   }
-  await migrateAndReport(url, pino({ level: 'info' }));
+  // The production logger options: the same redaction as the service, pretty on a terminal.
+  await migrateAndReport(url, pino(loggerOptions('info')));
   return 0;
 }
 
