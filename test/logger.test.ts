@@ -32,6 +32,13 @@ describe('the production logger', () => {
     });
   });
 
+  it('drops a line it cannot parse rather than write it unchecked', () => {
+    const written = redactLine(`{"token":"${SECRET}", not json\n`);
+    expect(written).not.toContain(SECRET);
+    expect(written.endsWith('\n')).toBe(true);
+    expect(JSON.parse(written)).toMatchObject({ level: 50, msg: 'a log line could not be checked for secrets and was dropped' });
+  });
+
   it('writes a line that names no such key exactly as pino made it', () => {
     const line = `${JSON.stringify({ level: 30, time: 1, reqId: 'req-1', msg: 'quoted "token": in a message stays', tokenCount: 3 })}\n`;
     expect(redactLine(line)).toBe(line);
