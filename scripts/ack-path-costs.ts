@@ -42,7 +42,7 @@ async function measure(label: string, iterations: number, step: (i: number) => u
 }
 
 function delivery(raw: Buffer): PatiroDelivery {
-  return { event: toPatiroEvent(JSON.parse(raw.toString())), signedAt: new Date(), bodySha256: 'a'.repeat(64), sourceAddress: '127.0.0.1' };
+  return { sourceId: 'default', event: toPatiroEvent(JSON.parse(raw.toString())), signedAt: new Date(), bodySha256: 'a'.repeat(64), sourceAddress: '127.0.0.1' };
 }
 
 async function main(): Promise<void> {
@@ -76,11 +76,11 @@ async function main(): Promise<void> {
     rows.push(await measure('validation (zod) and timestamp parse', cpuN, () => toPatiroEvent(JSON.parse(raw.toString()))));
     rows.push(await measure('one pino log line (redaction on)', cpuN, () => log.info({ vendor: 'patiro', eventId: 'e', eventType: 'PatientUpdated' }, 'patiro event stored')));
     rows.push(await measure('write: Prisma query builder (create, event only)', dbN, () =>
-      db.patiroEvent.create({ data: { eventId: randomUUID(), eventType: 'PatientUpdated', data: { id: 'p' }, signedAt: new Date() } })));
+      db.patiroEvent.create({ data: { sourceId: 'default', eventId: randomUUID(), eventType: 'PatientUpdated', data: { id: 'p' }, signedAt: new Date() } })));
     rows.push(await measure('write: Prisma raw SQL (event only)', dbN, () =>
-      db.$executeRawUnsafe('INSERT INTO patiro_events (event_id, event_type, data, signed_at) VALUES ($1, $2, $3::jsonb, now())', randomUUID(), 'PatientUpdated', '{"id":"p"}')));
+      db.$executeRawUnsafe("INSERT INTO patiro_events (source_id, event_id, event_type, data, signed_at) VALUES ('default', $1, $2, $3::jsonb, now())", randomUUID(), 'PatientUpdated', '{"id":"p"}')));
     rows.push(await measure('write: plain pg (event only)', dbN, () =>
-      client.query('INSERT INTO patiro_events (event_id, event_type, data, signed_at) VALUES ($1, $2, $3::jsonb, now())', [randomUUID(), 'PatientUpdated', '{"id":"p"}'])));
+      client.query("INSERT INTO patiro_events (source_id, event_id, event_type, data, signed_at) VALUES ('default', $1, $2, $3::jsonb, now())", [randomUUID(), 'PatientUpdated', '{"id":"p"}'])));
     rows.push(await measure('write: our statement, 1 delivery (event+patient+audit+notify)', dbN, () => writePatiroBatch(db, [delivery(body())])));
     const [label, perBatch] = await measure('write: our statement, batch of 32', dbN / 20, () => writePatiroBatch(db, Array.from({ length: 32 }, () => delivery(body()))));
     rows.push([`${label} (per delivery)`, perBatch / 32]);

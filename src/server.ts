@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Agent } from 'undici';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
-import { createDatabase, type Database } from './db/client.js';
+import { closeDatabase, createDatabase, type Database } from './db/client.js';
 import { migrateAndReport, resolveDatabase, type ResolvedDatabase } from './db/database-url.js';
 import { createDownloadAgent } from './downloads/guarded-fetch.js';
 import { createDownloadQueue } from './downloads/queue.js';
@@ -61,7 +61,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     // Leave a few seconds of the shutdown budget for closing the database after the downloads.
     await worker?.stop(Math.max(config.shutdownTimeoutMs - 5000, 1000));
     await agent.close();
-    await db?.$disconnect();
+    if (db) await closeDatabase(db);
     await database.stop();
   };
   try {

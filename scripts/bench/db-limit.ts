@@ -14,9 +14,9 @@ import { percentiles, type Latency } from './load.js';
  */
 const DELIVERY_SQL = `
 WITH event AS (
-  INSERT INTO patiro_events AS e (event_id, event_type, occurred_at, occurred_at_raw, data, signed_at)
-  VALUES ($1, $2, $3::timestamptz, $4, $5::jsonb, $6::timestamptz)
-  ON CONFLICT (event_id) DO UPDATE SET
+  INSERT INTO patiro_events AS e (source_id, event_id, event_type, occurred_at, occurred_at_raw, data, signed_at)
+  VALUES ('default', $1, $2, $3::timestamptz, $4, $5::jsonb, $6::timestamptz)
+  ON CONFLICT (source_id, event_id) DO UPDATE SET
     event_type = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.event_type ELSE e.event_type END,
     occurred_at = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.occurred_at ELSE e.occurred_at END,
     occurred_at_raw = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.occurred_at_raw ELSE e.occurred_at_raw END,
@@ -26,19 +26,19 @@ WITH event AS (
     delivery_count = e.delivery_count + 1
   RETURNING (xmax = 0) AS inserted
 ), patient AS (
-  INSERT INTO patiro_patients AS p (patient_id, data, signed_at, revealed_at, updated_at, last_event_id)
-  SELECT $7::text, $5::jsonb, $6::timestamptz,
+  INSERT INTO patiro_patients AS p (source_id, patient_id, data, signed_at, revealed_at, updated_at, last_event_id)
+  SELECT 'default', $7::text, $5::jsonb, $6::timestamptz,
          CASE WHEN $2 = 'PatientRevealed' THEN COALESCE($3::timestamptz, $6::timestamptz) END, now(), $1
   WHERE $7::text IS NOT NULL
-  ON CONFLICT (patient_id) DO UPDATE SET
+  ON CONFLICT (source_id, patient_id) DO UPDATE SET
     data = CASE WHEN EXCLUDED.signed_at > p.signed_at THEN EXCLUDED.data ELSE p.data END,
     last_event_id = CASE WHEN EXCLUDED.signed_at > p.signed_at THEN EXCLUDED.last_event_id ELSE p.last_event_id END,
     updated_at = CASE WHEN EXCLUDED.signed_at > p.signed_at THEN now() ELSE p.updated_at END,
     signed_at = GREATEST(p.signed_at, EXCLUDED.signed_at),
     revealed_at = LEAST(p.revealed_at, EXCLUDED.revealed_at)
 ), audit AS (
-  INSERT INTO webhook_audit (vendor, event_id, status_code, body_sha256, source_address)
-  VALUES ('patiro', $1, 204, $8, $9)
+  INSERT INTO webhook_audit (source_id, vendor, event_id, status_code, body_sha256, source_address)
+  VALUES ('default', 'patiro', $1, 204, $8, $9)
 )
 SELECT inserted FROM event`;
 

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import dotenv from 'dotenv';
 import { ConfigError, loadConfig, type Config, type Env } from '../config.js';
-import { createDatabase } from '../db/client.js';
+import { closeDatabase, createDatabase } from '../db/client.js';
 import { deliveryCommands } from './commands/deliveries.js';
 import { documentCommands } from './commands/documents.js';
 import { eventCommands } from './commands/events.js';
@@ -129,7 +129,7 @@ export async function run(argv: string[], env: Env, io: CliIo): Promise<number> 
     say('stderr', `${cmd.path.join(' ')} failed: ${(err as Error).message}`);
     return EXIT.failed;
   } finally {
-    await db.$disconnect();
+    await closeDatabase(db);
   }
 }
 

@@ -48,3 +48,13 @@ export function poolOf(db: Database): pg.Pool {
   if (!pool) throw new Error('this database client was not made by createDatabase');
   return pool;
 }
+
+/**
+ * Disconnects Prisma and ends the pool. Prisma disposes the pool only if it connected itself, and
+ * a process that used only the plain-pg paths would otherwise wait for its idle connections.
+ */
+export async function closeDatabase(db: Database): Promise<void> {
+  await db.$disconnect();
+  const pool = POOLS.get(db);
+  if (pool && !pool.ended) await pool.end();
+}

@@ -1,4 +1,10 @@
+import { auditInsertSql } from '../audit.js';
 import { poolOf, type Database } from '../db/client.js';
+import { notifySql } from '../db/notify.js';
+import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
+
+// This module owns physitrack_deliveries: its insert, its download state machine (claim, report
+// back, expire, requeue) and the NOTIFY each state change sends. Nothing else writes the table.
 
 const DEADLINE_PASSED = 'The download deadline passed before the PDF could be fetched.';
 
@@ -47,17 +53,79 @@ WHERE download_status IN ('pending', 'downloading') AND next_attempt_at <= now()
  */
 const LAST_CHANCE = "interval '30 seconds'";
 
+/** The one NOTIFY payload of this table: a delivery's id, source and download status. */
+function notifyDelivery(status: string): string {
+  return notifySql({ vendor: "'physitrack'", table: "'physitrack_deliveries'", id: 'id::text', source: 'source_id', downloadStatus: status });
+}
+
 /**
  * Runs a row update and, in the same statement (so only once it commits), tells a listening PMS
  * about rows that reached a final state. No patient data in the payload.
  */
-export function notifyingFinalStates(update: string): string {
-  return `WITH changed AS (${update} RETURNING id, download_status), notified AS (
-  SELECT pg_notify('webhook_receiver', json_build_object('vendor', 'physitrack', 'table', 'physitrack_deliveries',
-    'id', id::text, 'downloadStatus', download_status)::text)
-  FROM changed WHERE download_status IN ('done', 'failed', 'expired')
+function notifyingFinalStates(update: string): string {
+  return `WITH changed AS (${update} RETURNING id, source_id, download_status), notified AS (
+  SELECT ${notifyDelivery('download_status')} FROM changed WHERE download_status IN ('done', 'failed', 'expired')
 )
 SELECT id FROM changed, (SELECT count(*) FROM notified) AS n`;
+}
+
+export interface NewDelivery {
+  /** The source (integration) it was sent to. */
+  sourceId: string;
+  notice: PhysitrackNotice;
+  /** Set when the download policy refused file_url: the row is kept as `failed`, never fetched. */
+  refusal: string | null;
+  deadlineHours: number;
+  bodySha256: string;
+  sourceAddress: string | null;
+}
+
+/**
+ * A batch of delivery rows (each also its download job) and their audit rows, in one atomic
+ * statement. Ids are drawn in the input CTE, which PostgreSQL evaluates once, so each request
+ * learns its own id by its position (ord) without relying on RETURNING's order.
+ */
+const INSERT_BATCH = `
+WITH input AS (
+  SELECT nextval(pg_get_serial_sequence('physitrack_deliveries', 'id')) AS id, t.*,
+         CASE WHEN t.refusal IS NULL THEN 'pending' ELSE 'failed' END AS download_status
+  FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
+    source_id text, practitioner_token text, patient_id text, file_url text, program_name text, program_date date,
+    program_created_at timestamptz, updated boolean, refusal text, deadline_hours int, body_sha256 text,
+    source_address text)) WITH ORDINALITY AS t
+), delivery AS (
+  INSERT INTO physitrack_deliveries
+    (id, source_id, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
+     download_status, last_error, deadline_at)
+  SELECT id, source_id, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
+         download_status, refusal, now() + make_interval(hours => deadline_hours)
+  FROM input
+), audit AS (
+  ${auditInsertSql(`SELECT source_id, 'physitrack', id::text, CASE WHEN refusal IS NULL THEN 204 ELSE 422 END, body_sha256, source_address FROM input`)}
+), notify AS (
+  SELECT ${notifyDelivery('download_status')} FROM input
+)
+SELECT id, ordinality AS ord FROM input, (SELECT count(*) FROM notify) AS notified ORDER BY ordinality`;
+
+/** Inserts the batch in one statement; resolves with each delivery's id, in order. */
+export async function insertDeliveries(db: Database, batch: NewDelivery[]): Promise<bigint[]> {
+  const rows = batch.map(({ sourceId, notice, refusal, deadlineHours, bodySha256, sourceAddress }) => ({
+    source_id: sourceId,
+    practitioner_token: notice.practitionerToken,
+    patient_id: notice.patientId,
+    file_url: notice.fileUrl,
+    program_name: notice.programName,
+    program_date: notice.programDate,
+    program_created_at: notice.programCreatedAt,
+    updated: notice.updated,
+    refusal,
+    deadline_hours: deadlineHours,
+    body_sha256: bodySha256,
+    source_address: sourceAddress,
+  }));
+  const ids = await db.$queryRawUnsafe<{ id: bigint; ord: bigint }[]>(INSERT_BATCH, JSON.stringify(rows));
+  if (ids.length !== batch.length) throw new Error(`the batch insert returned ${ids.length} ids for ${batch.length} rows`);
+  return ids.map((r) => BigInt(r.id));
 }
 
 /** Every report back is guarded by the lease: a worker that lost its row changes nothing. */
@@ -131,6 +199,39 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
         workerId,
       ),
   };
+}
+
+const REQUEUE = `SET download_status = 'pending', next_attempt_at = now(), locked_by = NULL, locked_until = NULL`;
+const REQUEUEABLE = `download_status IN ('failed', 'expired') AND deadline_at > now()`;
+
+export type RequeueOutcome = { requeued: true } | { requeued: false; reason: string };
+
+/** An operator's retry: a failed or expired delivery whose deadline has not passed is due again now. */
+export async function requeueDelivery(db: Database, id: bigint): Promise<RequeueOutcome> {
+  const pool = poolOf(db);
+  const { rowCount } = await pool.query(`UPDATE physitrack_deliveries ${REQUEUE} WHERE id = $1 AND ${REQUEUEABLE}`, [id]);
+  if (rowCount) return { requeued: true };
+  const { rows } = await pool.query<{ status: string; past: boolean }>(
+    'SELECT download_status AS status, deadline_at <= now() AS past FROM physitrack_deliveries WHERE id = $1',
+    [id],
+  );
+  const row = rows[0];
+  if (!row) return { requeued: false, reason: 'not found' };
+  const finished = row.status === 'failed' || row.status === 'expired';
+  return { requeued: false, reason: finished && row.past ? 'its deadline has passed' : `it is ${row.status}` };
+}
+
+/** Every delivery in `status` (failed or expired) whose deadline has not passed; counts those past it. */
+export async function requeueByStatus(db: Database, status: 'failed' | 'expired'): Promise<{ ids: string[]; skippedPastDeadline: number }> {
+  const { rows } = await poolOf(db).query<{ ids: string[] | null; skipped: number }>(
+    `WITH requeued AS (
+       UPDATE physitrack_deliveries ${REQUEUE} WHERE download_status = $1 AND ${REQUEUEABLE} RETURNING id
+     )
+     SELECT (SELECT array_agg(id::text ORDER BY id) FROM requeued) AS ids,
+            (SELECT count(*)::int FROM physitrack_deliveries WHERE download_status = $1 AND deadline_at <= now()) AS skipped`,
+    [status],
+  );
+  return { ids: rows[0]?.ids ?? [], skippedPastDeadline: rows[0]?.skipped ?? 0 };
 }
 
 /** Exponential backoff with jitter, capped: base·2^(attempt−1), then a random 50–100 % of it. */

@@ -36,7 +36,7 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, on
     }
 
     const bodySha256 = createHash('sha256').update(rawBody).digest('hex');
-    const audit = { vendor: 'patiro' as const, bodySha256, sourceAddress: request.ip ?? null };
+    const audit = { sourceId: 'default', vendor: 'patiro' as const, bodySha256, sourceAddress: request.ip ?? null };
     let event;
     try {
       event = toPatiroEvent(parseJsonBody(rawBody));
@@ -48,7 +48,7 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, on
     const signedAt = auth.signedAt ?? new Date();
     const remainingMs = config.ackDeadlineMs - reply.elapsedTime;
     const { inserted } = await storeWithinDeadline(
-      () => store.save({ event, signedAt, bodySha256, sourceAddress: audit.sourceAddress }, Date.now() + remainingMs),
+      () => store.save({ sourceId: 'default', event, signedAt, bodySha256, sourceAddress: audit.sourceAddress }, Date.now() + remainingMs),
       remainingMs,
       () => recordRefusedDelivery(db, { ...audit, eventId: event.eventId, statusCode: 503 }, request.log),
     );

@@ -54,7 +54,7 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     try {
       notice = toPhysitrackNotice(body);
     } catch (err) {
-      recordRefusedDelivery(db, { vendor: 'physitrack', eventId: null, statusCode: 400, bodySha256, sourceAddress }, request.log);
+      recordRefusedDelivery(db, { sourceId: 'default', vendor: 'physitrack', eventId: null, statusCode: 400, bodySha256, sourceAddress }, request.log);
       throw err;
     }
 
@@ -62,9 +62,9 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     const refusal = check.ok ? null : `The file URL was refused and will not be downloaded: ${check.reason}.`;
     const remainingMs = config.ackDeadlineMs - reply.elapsedTime;
     const deliveryId = await storeWithinDeadline(
-      () => store.save({ notice, refusal, deadlineHours: config.download.deadlineHours, bodySha256, sourceAddress }, Date.now() + remainingMs),
+      () => store.save({ sourceId: 'default', notice, refusal, deadlineHours: config.download.deadlineHours, bodySha256, sourceAddress }, Date.now() + remainingMs),
       remainingMs,
-      () => recordRefusedDelivery(db, { vendor: 'physitrack', eventId: null, statusCode: 503, bodySha256, sourceAddress }, request.log),
+      () => recordRefusedDelivery(db, { sourceId: 'default', vendor: 'physitrack', eventId: null, statusCode: 503, bodySha256, sourceAddress }, request.log),
     );
     const log = request.log.child({ vendor: 'physitrack', deliveryId: String(deliveryId), host: check.host ?? null });
     if (!check.ok) {

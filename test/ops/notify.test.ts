@@ -42,7 +42,7 @@ describe('NOTIFY webhook_receiver', () => {
     expect((await t.app.inject(signedPatiroRequest({ body: JSON.stringify(event) }))).statusCode).toBe(204);
     await waitFor(() => received.some((n) => n.id === event.eventId));
     const note = received.find((n) => n.id === event.eventId);
-    expect(note).toEqual({ vendor: 'patiro', table: 'patiro_events', id: event.eventId, eventType: 'PatientUpdated', redelivery: false });
+    expect(note).toEqual({ vendor: 'patiro', table: 'patiro_events', id: event.eventId, source: 'default', eventType: 'PatientUpdated', redelivery: false });
     expect(JSON.stringify(received)).not.toMatch(/patient-notify|Secretname/);
   });
 
@@ -57,8 +57,8 @@ describe('NOTIFY webhook_receiver', () => {
     await close();
     await waitFor(() => received.some((n) => n.id === id && n.downloadStatus === 'done'));
     expect(received.filter((n) => n.table === 'physitrack_deliveries')).toEqual([
-      { vendor: 'physitrack', table: 'physitrack_deliveries', id, downloadStatus: 'pending' },
-      { vendor: 'physitrack', table: 'physitrack_deliveries', id, downloadStatus: 'done' },
+      { vendor: 'physitrack', table: 'physitrack_deliveries', id, source: 'default', downloadStatus: 'pending' },
+      { vendor: 'physitrack', table: 'physitrack_deliveries', id, source: 'default', downloadStatus: 'done' },
     ]);
   });
 

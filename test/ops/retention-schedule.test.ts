@@ -18,14 +18,14 @@ afterAll(async () => {
 
 describe('RETENTION_DAYS: the daily purge in the service', () => {
   it('deletes rows older than the retention, keeps newer ones, and runs again each interval', async () => {
-    await database.pool.query(`INSERT INTO patiro_events (event_id, event_type, signed_at, first_received_at, last_received_at)
-      VALUES ('old', 'PatientUpdated', now(), now() - interval '40 days', now() - interval '40 days'),
-             ('new', 'PatientUpdated', now(), now() - interval '10 days', now() - interval '10 days')`);
+    await database.pool.query(`INSERT INTO patiro_events (source_id, event_id, event_type, signed_at, first_received_at, last_received_at)
+      VALUES ('default', 'old', 'PatientUpdated', now(), now() - interval '40 days', now() - interval '40 days'),
+             ('default', 'new', 'PatientUpdated', now(), now() - interval '10 days', now() - interval '10 days')`);
     const logs = captureLogs();
     const schedule = startDailyPurge({ db, retentionDays: 30, pdfDir: '/nonexistent', log: logs.logger, intervalMs: 50, firstRunDelayMs: 0 });
     await waitFor(async () => (await database.pool.query('SELECT event_id FROM patiro_events')).rows.length === 1);
-    await database.pool.query(`INSERT INTO patiro_events (event_id, event_type, signed_at, first_received_at, last_received_at)
-      VALUES ('old-2', 'PatientUpdated', now(), now() - interval '31 days', now() - interval '31 days')`);
+    await database.pool.query(`INSERT INTO patiro_events (source_id, event_id, event_type, signed_at, first_received_at, last_received_at)
+      VALUES ('default', 'old-2', 'PatientUpdated', now(), now() - interval '31 days', now() - interval '31 days')`);
     await waitFor(async () => (await database.pool.query("SELECT 1 FROM patiro_events WHERE event_id = 'old-2'")).rows.length === 0);
     await schedule.stop();
     expect((await database.pool.query('SELECT event_id FROM patiro_events')).rows).toEqual([{ event_id: 'new' }]);

@@ -23,6 +23,7 @@ const T0 = Date.parse('2026-11-01T00:00:00Z');
 
 function delivery(eventId: string, eventType: string, signedOffset: number, data: Record<string, unknown>): PatiroDelivery {
   return {
+    sourceId: 'default',
     event: toPatiroEvent({ eventId, eventType, timestamp: '2026-10-31T08:00:00.1234567', data }),
     signedAt: new Date(T0 + signedOffset * 1000),
     bodySha256: 'a'.repeat(64),

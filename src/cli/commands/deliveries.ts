@@ -1,3 +1,4 @@
+import { requeueByStatus, requeueDelivery } from '../../downloads/queue.js';
 import { command, describeUrl, EXIT, formatDuration, maskToken, parseId, parseLimit, parseSince, plural, printFields, printJson, printTable, summarizeUrl, UsageError } from '../output.js';
 
 const STATUSES = ['pending', 'downloading', 'done', 'failed', 'expired'];
@@ -166,8 +167,6 @@ const show = command<bigint>({
   },
 });
 
-const RESET = `SET download_status = 'pending', next_attempt_at = now(), locked_by = NULL, locked_until = NULL`;
-
 const retry = command<{ id?: bigint; status?: string }>({
   path: ['deliveries', 'retry'],
   synopsis: 'ID | --status failed|expired',
@@ -186,32 +185,17 @@ Exits 1 when nothing was queued.`,
   },
   async run(ctx, { id, status }) {
     if (id !== undefined) {
-      const done = await ctx.db.$executeRawUnsafe(
-        `UPDATE physitrack_deliveries ${RESET} WHERE id = $1 AND download_status IN ('failed', 'expired') AND deadline_at > now()`,
-        id,
-      );
-      const [row] = await ctx.db.$queryRawUnsafe<{ status: string; past: boolean }[]>(
-        'SELECT download_status AS status, deadline_at <= now() AS past FROM physitrack_deliveries WHERE id = $1',
-        id,
-      );
-      const reason = !row ? 'not found' : done ? undefined : row.past && RETRYABLE.includes(row.status) ? 'its deadline has passed' : `it is ${row.status}`;
-      if (ctx.json) printJson(ctx.io, { retried: done ? [String(id)] : [], skipped: reason ? { id: String(id), reason } : null });
+      const outcome = await requeueDelivery(ctx.db, id);
+      const reason = outcome.requeued ? undefined : outcome.reason;
+      if (ctx.json) printJson(ctx.io, { retried: outcome.requeued ? [String(id)] : [], skipped: reason ? { id: String(id), reason } : null });
       else if (reason) ctx.io.stderr.write(`Delivery ${id} was not queued: ${reason}.\n`);
       else ctx.io.stdout.write(`Delivery ${id} is pending again. ${PICKED_UP}\n`);
-      return done ? EXIT.ok : EXIT.notFound;
+      return outcome.requeued ? EXIT.ok : EXIT.notFound;
     }
-    const [result] = await ctx.db.$queryRawUnsafe<{ ids: string[] | null; skipped: number }[]>(
-      `WITH retried AS (
-         UPDATE physitrack_deliveries ${RESET} WHERE download_status = $1 AND deadline_at > now() RETURNING id
-       )
-       SELECT (SELECT array_agg(id::text ORDER BY id) FROM retried) AS ids,
-              (SELECT count(*)::int FROM physitrack_deliveries WHERE download_status = $1 AND deadline_at <= now()) AS skipped`,
-      status,
-    );
-    const ids = result!.ids ?? [];
-    if (ctx.json) printJson(ctx.io, { retried: ids, skippedPastDeadline: result!.skipped });
+    const { ids, skippedPastDeadline } = await requeueByStatus(ctx.db, status as 'failed' | 'expired');
+    if (ctx.json) printJson(ctx.io, { retried: ids, skippedPastDeadline });
     else {
-      const skipped = result!.skipped ? ` Skipped ${plural(result!.skipped, 'delivery', 'deliveries')} past the deadline.` : '';
+      const skipped = skippedPastDeadline ? ` Skipped ${plural(skippedPastDeadline, 'delivery', 'deliveries')} past the deadline.` : '';
       ctx.io.stdout.write(`Queued ${plural(ids.length, `${status} delivery`, `${status} deliveries`)} again.${skipped}${ids.length ? ` ${PICKED_UP}` : ''}\n`);
     }
     return ids.length > 0 ? EXIT.ok : EXIT.notFound;

@@ -84,6 +84,7 @@ export function insertDelivery(pool: pg.Pool, row: Record<string, unknown> = {})
     pool,
     'physitrack_deliveries',
     {
+      source_id: 'default',
       practitioner_token: TOKEN,
       patient_id: '23-4501',
       file_url: FILE_URL,
@@ -102,6 +103,7 @@ export function insertEvent(pool: pg.Pool, row: Record<string, unknown> = {}): P
     pool,
     'patiro_events',
     {
+      source_id: 'default',
       event_id: `evt-${Math.random().toString(36).slice(2)}`,
       event_type: 'PatientUpdated',
       occurred_at: sql`now()`,
@@ -115,7 +117,7 @@ export function insertEvent(pool: pg.Pool, row: Record<string, unknown> = {}): P
 }
 
 export function insertAudit(pool: pg.Pool, row: Record<string, unknown> = {}): Promise<string> {
-  return insert(pool, 'webhook_audit', { vendor: 'patiro', status_code: 204, body_sha256: 'ab'.repeat(32), ...row }, 'id');
+  return insert(pool, 'webhook_audit', { source_id: 'default', vendor: 'patiro', status_code: 204, body_sha256: 'ab'.repeat(32), ...row }, 'id');
 }
 
 export function insertDocument(pool: pg.Pool, row: Record<string, unknown>): Promise<string> {
@@ -126,7 +128,7 @@ export function insertPatient(pool: pg.Pool, row: Record<string, unknown> = {}):
   return insert(
     pool,
     'patiro_patients',
-    { patient_id: '4711', data: JSON.stringify({ id: 4711, firstName: 'Erika' }), signed_at: sql`now()`, updated_at: sql`now()`, last_event_id: 'evt-1', ...row },
+    { source_id: 'default', patient_id: '4711', data: JSON.stringify({ id: 4711, firstName: 'Erika' }), signed_at: sql`now()`, updated_at: sql`now()`, last_event_id: 'evt-1', ...row },
     'patient_id',
   );
 }

@@ -158,10 +158,10 @@ describe('purge', () => {
   });
 
   it('deletes each row once when two purges run at the same time', async () => {
-    await database.pool.query(`INSERT INTO webhook_audit (vendor, status_code, body_sha256, received_at)
-      SELECT 'patiro', 204, 'x', now() - interval '100 days' FROM generate_series(1, 3000)`);
-    await database.pool.query(`INSERT INTO patiro_events (event_id, event_type, signed_at, last_received_at)
-      SELECT 'e' || g, 'PatientUpdated', now(), now() - interval '100 days' FROM generate_series(1, 2000) g`);
+    await database.pool.query(`INSERT INTO webhook_audit (source_id, vendor, status_code, body_sha256, received_at)
+      SELECT 'default', 'patiro', 204, 'x', now() - interval '100 days' FROM generate_series(1, 3000)`);
+    await database.pool.query(`INSERT INTO patiro_events (source_id, event_id, event_type, signed_at, last_received_at)
+      SELECT 'default', 'e' || g, 'PatientUpdated', now(), now() - interval '100 days' FROM generate_series(1, 2000) g`);
     const other = createDatabase({ url: database.url, poolSize: 1, connectTimeoutMs: 2000 });
     try {
       const options = { olderThanMs: parseDuration('90d'), dryRun: false, includeDocuments: true, pdfDir, batchSize: 50 };
