@@ -8,6 +8,8 @@ import { healthRoutes } from './http/health.js';
 import { metricsRoute } from './http/metrics-route.js';
 import { logAbortedRequests, OneLinePerRequest } from './http/request-log.js';
 import type { Metrics, Vendor } from './metrics.js';
+import { createSourceHealth, type SourceHealth } from './sources/health.js';
+import { createSourceRegistry, type SourceRegistry } from './sources/registry.js';
 import { isPatiroConfigured } from './webhooks/patiro-auth.js';
 import { createPatiroStore, type PatiroStore } from './webhooks/patiro-store.js';
 import { patiroRoutes } from './webhooks/patiro.js';
@@ -25,10 +27,19 @@ export interface AppDeps {
   onPhysitrackStored?: () => void;
   metrics?: Metrics;
   /** Serve HTTPS with this key and certificate (PEM), for sites without a TLS-terminating proxy. */
-  https?: { key: Buffer; cert: Buffer };
+  https?: { key: Buffer; cert: Buffer } | undefined;
+  /** The sources the webhooks serve; by default loaded here (reloaded periodically, not listening). */
+  sources?: SourceRegistry;
+  /** Where each source's health is aggregated; by default created here and flushed on close. */
+  health?: SourceHealth;
 }
 
-const VENDOR_ROUTES: Record<string, Vendor> = { '/webhooks/patiro': 'patiro', '/webhooks/physitrack': 'physitrack' };
+const VENDOR_ROUTES: Record<string, Vendor> = {
+  '/webhooks/patiro': 'patiro',
+  '/webhooks/patiro/:sourceId': 'patiro',
+  '/webhooks/physitrack': 'physitrack',
+  '/webhooks/physitrack/:sourceId': 'physitrack',
+};
 
 /** Every answer of a vendor route is counted and timed, whatever path produced it. */
 function countDeliveries(app: FastifyInstance, metrics: Metrics): void {
@@ -76,18 +87,26 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (metrics) countDeliveries(app, metrics);
   if (metrics && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
   await app.register(healthRoutes, { db });
-  if (isPatiroConfigured(config.patiro)) {
-    const onAuthFailure = (reason: string) => metrics?.authFailure('patiro', reason);
-    await app.register(patiroRoutes, { config, db, store: deps.patiroStore ?? createPatiroStore(db, storeOptionsFor(config)), onAuthFailure });
-  } else {
-    logger.warn('POST /webhooks/patiro is disabled: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH to enable it');
+
+  const sources = deps.sources ?? (await createSourceRegistry({ db, config, log: logger }));
+  const health = deps.health ?? createSourceHealth({ db, log: logger.child({ component: 'source-health' }) });
+  // What this app made, it closes; what it was given, its owner does.
+  app.addHook('onClose', async () => {
+    if (!deps.health) await health.stop();
+    if (!deps.sources) await sources.close();
+  });
+  const scope = (vendor: Vendor) => ({ sources, health, onAuthFailure: metrics && ((reason: string) => metrics.authFailure(vendor, reason)) });
+  const storeOptions = storeOptionsFor(config);
+  const patiroStore = deps.patiroStore ?? createPatiroStore(db, storeOptions);
+  const physitrackStore = deps.physitrackStore ?? createPhysitrackStore(db, storeOptions);
+  await app.register(patiroRoutes, { config, db, store: patiroStore, ...scope('patiro') });
+  await app.register(physitrackRoutes, { config, db, store: physitrackStore, onStored: deps.onPhysitrackStored, ...scope('physitrack') });
+  // The environment's source answers 404 when unset, so no endpoint runs without authentication.
+  if (!isPatiroConfigured(config.patiro)) {
+    logger.warn('POST /webhooks/patiro is disabled: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH to enable it (sources from the table still work on /webhooks/patiro/<id>)');
   }
-  if (config.physitrack.apiKeys.length > 0) {
-    const store = deps.physitrackStore ?? createPhysitrackStore(db, storeOptionsFor(config));
-    const onAuthFailure = (reason: string) => metrics?.authFailure('physitrack', reason);
-    await app.register(physitrackRoutes, { config, db, store, onStored: deps.onPhysitrackStored, onAuthFailure });
-  } else {
-    logger.warn('POST /webhooks/physitrack is disabled: set PHYSITRACK_API_KEY to enable it');
+  if (config.physitrack.apiKeys.length === 0) {
+    logger.warn('POST /webhooks/physitrack is disabled: set PHYSITRACK_API_KEY to enable it (sources from the table still work on /webhooks/physitrack/<id>)');
   }
   return app;
 }

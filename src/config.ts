@@ -21,6 +21,19 @@ const list = z.string().transform((v) =>
 
 const secretList = list.pipe(z.array(z.string().min(16, 'each secret must be at least 16 characters')).min(1));
 
+/** base64 of exactly 32 bytes (an AES-256 key); comma-separated: the first encrypts, all decrypt. */
+const keyList = list.pipe(
+  z
+    .array(
+      z
+        .string()
+        .regex(/^[A-Za-z0-9+/_-]+={0,2}$/, 'each key must be base64')
+        .transform((text) => Buffer.from(text, 'base64'))
+        .refine((key) => key.length === 32, 'each key must be base64 of exactly 32 bytes (openssl rand -base64 32)'),
+    )
+    .min(1),
+);
+
 const envSchema = z.object({
   NODE_ENV: z.enum(['production', 'development', 'test']).default('development'),
   DATABASE_URL: z
@@ -74,6 +87,8 @@ const envSchema = z.object({
   DOWNLOAD_LEASE_SECONDS: integer(1, 3600).default(60),
   PDF_STORAGE: z.enum(['database', 'filesystem']).default('database'),
   PDF_DIR: z.string().optional(),
+
+  SOURCES_SECRET_KEY: keyList.optional(),
 });
 
 export type Config = ReturnType<typeof toConfig>;
@@ -119,6 +134,10 @@ function toConfig(env: z.infer<typeof envSchema>) {
     storage: {
       kind: env.PDF_STORAGE,
       pdfDir: path.resolve(env.PDF_DIR ?? path.join(dataDir, 'pdf')),
+    },
+    sources: {
+      /** AES-256-GCM keys for the credentials in the `sources` table; the first encrypts. */
+      secretKeys: env.SOURCES_SECRET_KEY ?? [],
     },
   };
 }

@@ -4,13 +4,23 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Env } from './config.js';
 
-/** The vendor secrets a developer would otherwise have to invent before the endpoints exist. */
-export const DEV_SECRET_NAMES = ['PATIRO_SIGNING_SECRET', 'PHYSITRACK_API_KEY'] as const;
+/**
+ * The secrets a developer would otherwise have to invent before the endpoints exist: the vendor
+ * secrets (printed at start, to configure a test sender) and the key that encrypts the sources
+ * table's credentials (never printed; the service and the CLI both read it from the file).
+ */
+const DEV_SECRETS = {
+  PATIRO_SIGNING_SECRET: { generate: () => randomBytes(24).toString('base64url'), print: true },
+  PHYSITRACK_API_KEY: { generate: () => randomBytes(24).toString('base64url'), print: true },
+  SOURCES_SECRET_KEY: { generate: () => randomBytes(32).toString('base64'), print: false },
+} as const;
+
+export const DEV_SECRET_NAMES = Object.keys(DEV_SECRETS) as (keyof typeof DEV_SECRETS)[];
 
 export interface DevSecrets {
   env: Env;
-  /** The variables that came from the dev secrets file, to print at start. */
-  used: Partial<Record<(typeof DEV_SECRET_NAMES)[number], string>>;
+  /** The vendor variables that came from the dev secrets file, to print at start. */
+  used: Partial<Record<keyof typeof DEV_SECRETS, string>>;
 }
 
 /**
@@ -28,11 +38,11 @@ export async function withDevSecrets(env: Env): Promise<DevSecrets> {
   for (const name of DEV_SECRET_NAMES) {
     if (env[name]?.trim()) continue;
     if (!stored[name]) {
-      stored[name] = randomBytes(24).toString('base64url');
+      stored[name] = DEV_SECRETS[name].generate();
       changed = true;
     }
     merged[name] = stored[name];
-    used[name] = stored[name];
+    if (DEV_SECRETS[name].print) used[name] = stored[name];
   }
   if (changed) {
     await mkdir(dataDir, { recursive: true });

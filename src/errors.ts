@@ -8,7 +8,9 @@ export const ERRORS = {
   WH_ERR_BAD_PAYLOAD: { status: 400, message: 'The payload is missing fields or has fields of the wrong type' },
   WH_ERR_BODY_TOO_LARGE: { status: 413, message: 'The body is larger than the limit' },
   WH_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The content type must be application/json' },
+  WH_ERR_UNKNOWN_SOURCE: { status: 404, message: 'No active source with this id for this vendor' },
   WH_ERR_URL_REFUSED: { status: 422, message: 'The file URL is refused by the download policy' },
+  WH_ERR_SOURCE_UNAVAILABLE: { status: 503, message: "This source's credentials cannot be read right now; retry later" },
   WH_ERR_UNAVAILABLE: { status: 503, message: 'The delivery could not be stored in time; retry later' },
 } as const;
 

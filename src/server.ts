@@ -14,6 +14,7 @@ import { createDownloadWorker, type DownloadWorker } from './downloads/worker.js
 import { startMetricsServer } from './http/metrics-route.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { startDailyPurge } from './retention-schedule.js';
+import { createSourceRegistry, type SourceRegistry } from './sources/registry.js';
 import { removeAbandonedUploads } from './storage/abandoned-uploads.js';
 import { createStorage } from './storage/pdf-storage.js';
 
@@ -53,9 +54,11 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let worker: DownloadWorker | undefined;
   let metricsServer: FastifyInstance | undefined;
   let retention: { stop(): Promise<void> } | undefined;
+  let sources: SourceRegistry | undefined;
   const agent = createDownloadAgent({ allowPrivateAddresses: config.download.allowPrivateAddresses });
   const stop = async () => {
     await app?.close();
+    await sources?.close();
     await metricsServer?.close();
     await retention?.stop();
     // Leave a few seconds of the shutdown budget for closing the database after the downloads.
@@ -72,6 +75,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       const removed = await removeAbandonedUploads(config.storage.pdfDir, 2 * config.download.leaseSeconds * 1000);
       if (removed > 0) logger.info({ removed }, 'removed temp files of downloads interrupted by an earlier crash');
     }
+    sources = await createSourceRegistry({ db, config, log: logger.child({ component: 'sources' }) });
+    await sources.listen(database.url);
     const metrics = config.metrics.enabled ? createMetrics(db) : undefined;
     const started = startWorker(config, db, agent, logger, metrics);
     if (config.retentionDays !== undefined) {
@@ -79,7 +84,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     }
     worker = started;
     const https = config.tls && { key: await readFile(config.tls.keyFile), cert: await readFile(config.tls.certFile) };
-    app = await buildApp({ config, db, logger, metrics, https, onPhysitrackStored: () => started.wake() });
+    app = await buildApp({ config, db, logger, metrics, https, sources, onPhysitrackStored: () => started.wake() });
     if (metrics && config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, config.host, config.metrics.port, logger);
     await app.listen({ host: config.host, port: config.port });
   } catch (err) {

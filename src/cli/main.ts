@@ -3,12 +3,14 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import dotenv from 'dotenv';
 import { ConfigError, loadConfig, type Config, type Env } from '../config.js';
+import { withDevSecrets } from '../dev-secrets.js';
 import { closeDatabase, createDatabase } from '../db/client.js';
 import { deliveryCommands } from './commands/deliveries.js';
 import { documentCommands } from './commands/documents.js';
 import { eventCommands } from './commands/events.js';
 import { patientCommands } from './commands/patients.js';
 import { purgeCommands } from './commands/purge.js';
+import { sourceCommands } from './commands/sources.js';
 import { statusCommands } from './commands/status.js';
 import { EXIT, UsageError, type CliIo, type Command, type OptionSpec, type OptionValues } from './output.js';
 
@@ -21,6 +23,7 @@ const COMMANDS: Command[] = [
   ...eventCommands,
   ...patientCommands,
   ...purgeCommands,
+  ...sourceCommands,
 ];
 
 const COMMON: OptionSpec = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
@@ -39,8 +42,9 @@ function overallHelp(): string {
   return `Usage: npm run cli -- <command> [options]
        (in the container: node dist/cli/main.js <command> [options])
 
-Operator commands for the webhook receiver. They read DATABASE_URL, PDF_STORAGE and PDF_DIR from
-the environment or .env, as the service does.
+Operator commands for the webhook receiver. They read DATABASE_URL, PDF_STORAGE, PDF_DIR and
+SOURCES_SECRET_KEY from the environment or .env, as the service does (outside production, the key
+from DATA_DIR/dev-secrets.json).
 
 Commands:
 ${listing(COMMANDS)}
@@ -143,16 +147,25 @@ function isEntryPoint(): boolean {
   }
 }
 
-if (isEntryPoint()) {
+/** Outside production, SOURCES_SECRET_KEY comes from DATA_DIR/dev-secrets.json like the service's. */
+async function environment(): Promise<Env> {
   dotenv.config({ quiet: true });
-  run(process.argv.slice(2), process.env, { stdout: process.stdout, stderr: process.stderr }).then(
-    (code) => {
-      // exitCode, not exit(): a PDF being piped to stdout is flushed before the process ends.
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.stderr.write(`cli failed: ${(err as Error).message}\n`);
-      process.exitCode = EXIT.failed;
-    },
-  );
+  return process.env.NODE_ENV === 'production' ? process.env : (await withDevSecrets(process.env)).env;
+}
+
+if (isEntryPoint()) {
+  // stdin is touched only by a command that reads it (a TTY's stdin would keep the process alive).
+  const io: CliIo = { stdout: process.stdout, stderr: process.stderr, get stdin() { return process.stdin; } };
+  environment()
+    .then((env) => run(process.argv.slice(2), env, io))
+    .then(
+      (code) => {
+        // exitCode, not exit(): a PDF being piped to stdout is flushed before the process ends.
+        process.exitCode = code;
+      },
+      (err: unknown) => {
+        process.stderr.write(`cli failed: ${(err as Error).message}\n`);
+        process.exitCode = EXIT.failed;
+      },
+    );
 }

@@ -1,4 +1,4 @@
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import { parseDuration } from '../retention.js';
@@ -7,6 +7,8 @@ import { parseDuration } from '../retention.js';
 export interface CliIo {
   stdout: Writable & { isTTY?: boolean };
   stderr: Writable;
+  /** For a secret piped in (sources add --secret-stdin); absent when there is none. */
+  stdin?: Readable;
 }
 
 /** A wrong argument or setting: exit code 2, with the message (and usage) on stderr. */

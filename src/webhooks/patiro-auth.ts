@@ -40,8 +40,14 @@ function checkBasicAuth(expected: string, header: string | undefined): PatiroAut
   return secretsEqual(decoded, expected) ? undefined : 'bad_basic_auth';
 }
 
-function unsignedTimestamp(value: string | string[] | undefined): Date | undefined {
-  return typeof value === 'string' && /^\d{1,15}$/.test(value) ? new Date(Number(value)) : undefined;
+/**
+ * Without a signing secret, the sender's timestamp is only a hint of order. One far in the future
+ * would freeze the event (an older signed_at never replaces newer data), so it is capped at the
+ * receive time plus the tolerance.
+ */
+function unsignedTimestamp(value: string | string[] | undefined, now: Date, toleranceSeconds: number): Date | undefined {
+  if (typeof value !== 'string' || !/^\d{1,15}$/.test(value)) return undefined;
+  return new Date(Math.min(Number(value), now.getTime() + toleranceSeconds * 1000));
 }
 
 /** Every configured protection must pass; the cheapest run first. Pure: the clock is passed in. */
@@ -55,7 +61,7 @@ export function authenticatePatiro(config: PatiroAuthConfig, request: PatiroRequ
     if (failure) return { ok: false, reason: failure };
   }
   if (config.signingSecrets.length === 0) {
-    return { ok: true, signedAt: unsignedTimestamp(request.headers['x-patiro-timestamp']) };
+    return { ok: true, signedAt: unsignedTimestamp(request.headers['x-patiro-timestamp'], now, config.timestampToleranceSeconds) };
   }
   const result = verifyPatiroSignature({
     rawBody: request.rawBody,
@@ -66,4 +72,22 @@ export function authenticatePatiro(config: PatiroAuthConfig, request: PatiroRequ
     now,
   });
   return result.ok ? { ok: true, signedAt: result.signedAt } : result;
+}
+
+/**
+ * A safe detail of a failure for the source's health and the log, for the operator asking why a
+ * clinic's deliveries fail: how far off the clock is, how many secrets were tried. Never a secret.
+ */
+export function patiroFailureHint(reason: PatiroAuthFailure, config: PatiroAuthConfig, headers: IncomingHttpHeaders, now: Date): string | undefined {
+  if (reason === 'stale_timestamp') {
+    const skewSeconds = Math.round((now.getTime() - Number(headers['x-patiro-timestamp'])) / 1000);
+    return `timestamp ${Math.abs(skewSeconds)} s in the ${skewSeconds >= 0 ? 'past' : 'future'} (tolerance ${config.timestampToleranceSeconds} s)`;
+  }
+  if (reason === 'bad_signature') {
+    const n = config.signingSecrets.length;
+    return `matched none of ${n} secret${n === 1 ? '' : 's'}`;
+  }
+  if (reason === 'malformed_signature') return 'x-patiro-hmacsha256 is not 64 hex characters';
+  if (reason === 'malformed_timestamp') return 'x-patiro-timestamp is not epoch milliseconds';
+  return undefined;
 }

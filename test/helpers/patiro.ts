@@ -10,14 +10,16 @@ export interface SignedPatiroOptions {
   timestamp?: string;
   query?: string;
   headers?: Record<string, string>;
+  /** Default: the environment source's path. */
+  path?: string;
 }
 
 /** An inject() request signed exactly as Patiro signs: over "<timestamp>:<raw body>". */
-export function signedPatiroRequest({ body, secret = PATIRO_SECRET, timestamp = String(Date.now()), query = '', headers = {} }: SignedPatiroOptions): InjectOptions {
+export function signedPatiroRequest({ body, secret = PATIRO_SECRET, timestamp = String(Date.now()), query = '', headers = {}, path = '/webhooks/patiro' }: SignedPatiroOptions): InjectOptions {
   const raw = Buffer.isBuffer(body) ? body : Buffer.from(body);
   return {
     method: 'POST',
-    url: `/webhooks/patiro${query}`,
+    url: `${path}${query}`,
     headers: {
       'content-type': 'application/json',
       'x-patiro-timestamp': timestamp,

@@ -20,10 +20,10 @@ export function physitrackNotice(overrides: Record<string, unknown> = {}): Recor
   };
 }
 
-export function physitrackRequest(body: unknown, headers: Record<string, string> = {}): InjectOptions {
+export function physitrackRequest(body: unknown, headers: Record<string, string> = {}, path = '/webhooks/physitrack'): InjectOptions {
   return {
     method: 'POST',
-    url: '/webhooks/physitrack',
+    url: path,
     headers: { 'content-type': 'application/json', ...headers },
     payload: typeof body === 'string' ? body : JSON.stringify(body),
   };

@@ -135,7 +135,7 @@ describe('POST /webhooks/patiro: configuration', () => {
 
   it('accepts the token and basic auth modes, each required when configured', async () => {
     const token = 'patiro-query-token-0123456789';
-    const basic = 'patiro:s3cret-password';
+    const basic = 'patiro:s3cret-password-0123456789';
     const tokenApp = await buildTestApp(database.url, { PATIRO_TOKEN: token, PATIRO_BASIC_AUTH: basic });
     const body = JSON.stringify(patiroEvent());
     const authorization = `Basic ${Buffer.from(basic).toString('base64')}`;

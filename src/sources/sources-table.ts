@@ -1,0 +1,164 @@
+import type { Database } from '../db/client.js';
+import type { Vendor } from '../metrics.js';
+import type { Fingerprint } from './credentials.js';
+
+// This module owns the `sources` table: every statement that reads or writes it. Each change to a
+// source tells every replica on the control channel, in the same statement, so that it reloads.
+
+/** Not the PMS's channel: replicas listen here for source changes made by the CLI. */
+export const SOURCES_CHANNEL = 'webhook_receiver_sources';
+
+export type SourceStatus = 'active' | 'disabled';
+
+export interface SourceRow {
+  vendor: Vendor;
+  id: string;
+  name: string;
+  tenantRef: string | null;
+  status: SourceStatus;
+  /** Sealed credentials; null for `default`. */
+  credentials: string | null;
+  credentialFingerprints: Fingerprint[];
+  createdAt: Date;
+  updatedAt: Date;
+  lastSuccessAt: Date | null;
+  lastFailureAt: Date | null;
+  lastFailureReason: string | null;
+  failuresSinceSuccess: number;
+}
+
+const COLUMNS = `vendor, id, name, tenant_ref AS "tenantRef", status, credentials, credential_fingerprints AS "credentialFingerprints",
+  created_at AS "createdAt", updated_at AS "updatedAt", last_success_at AS "lastSuccessAt", last_failure_at AS "lastFailureAt",
+  last_failure_reason AS "lastFailureReason", failures_since_success AS "failuresSinceSuccess"`;
+
+/** Runs a change and, in the same statement (so only once it commits), tells the replicas. */
+function notifyingReplicas(change: string): string {
+  return `WITH changed AS (${change} RETURNING ${COLUMNS}), told AS (
+  SELECT pg_notify('${SOURCES_CHANNEL}', json_build_object('vendor', vendor, 'id', id)::text) FROM changed
+)
+SELECT changed.* FROM changed, (SELECT count(*) FROM told) AS n`;
+}
+
+export async function readAllSources(db: Database): Promise<SourceRow[]> {
+  return db.$queryRawUnsafe<SourceRow[]>(`SELECT ${COLUMNS} FROM sources ORDER BY created_at, vendor, id`);
+}
+
+export async function listSources(db: Database, vendor?: Vendor): Promise<SourceRow[]> {
+  if (vendor === undefined) return readAllSources(db);
+  return db.$queryRawUnsafe<SourceRow[]>(`SELECT ${COLUMNS} FROM sources WHERE vendor = $1 ORDER BY created_at, id`, vendor);
+}
+
+/** One row, or for `default` one per vendor. */
+export async function findSources(db: Database, id: string): Promise<SourceRow[]> {
+  return db.$queryRawUnsafe<SourceRow[]>(`SELECT ${COLUMNS} FROM sources WHERE id = $1 ORDER BY vendor`, id);
+}
+
+/** Does the table hold credentials that only SOURCES_SECRET_KEY can open? */
+export async function countSealedSources(db: Database): Promise<number> {
+  const [row] = await db.$queryRawUnsafe<{ n: number }[]>('SELECT count(*)::int AS n FROM sources WHERE credentials IS NOT NULL');
+  return row?.n ?? 0;
+}
+
+export interface NewSource {
+  vendor: Vendor;
+  id: string;
+  name: string;
+  tenantRef: string | null;
+  credentials: string;
+  fingerprints: Fingerprint[];
+}
+
+export async function insertSource(db: Database, source: NewSource): Promise<SourceRow> {
+  const [row] = await db.$queryRawUnsafe<SourceRow[]>(
+    notifyingReplicas(`INSERT INTO sources AS s (vendor, id, name, tenant_ref, credentials, credential_fingerprints)
+      VALUES ($1, $2, $3, $4, $5, $6::jsonb)`),
+    source.vendor,
+    source.id,
+    source.name,
+    source.tenantRef,
+    source.credentials,
+    JSON.stringify(source.fingerprints),
+  );
+  return row!;
+}
+
+/**
+ * Replaces a source's credentials, but only if they are still the ones the caller read: two
+ * rotations at once must not lose one's secret. Resolves undefined when they changed meanwhile.
+ */
+export async function replaceCredentials(db: Database, id: string, expected: string, sealed: string, fingerprints: Fingerprint[]): Promise<SourceRow | undefined> {
+  const [row] = await db.$queryRawUnsafe<SourceRow[]>(
+    notifyingReplicas(`UPDATE sources s SET credentials = $3, credential_fingerprints = $4::jsonb, updated_at = now()
+      WHERE id = $1 AND credentials = $2`),
+    id,
+    expected,
+    sealed,
+    JSON.stringify(fingerprints),
+  );
+  return row;
+}
+
+/** Sets a database source's status; `default` is configured by the environment, not here. */
+export async function setSourceStatus(db: Database, id: string, status: SourceStatus): Promise<SourceRow | undefined> {
+  const [row] = await db.$queryRawUnsafe<SourceRow[]>(
+    notifyingReplicas(`UPDATE sources s SET status = $2, updated_at = CASE WHEN s.status = $2 THEN s.updated_at ELSE now() END
+      WHERE id = $1 AND credentials IS NOT NULL`),
+    id,
+    status,
+  );
+  return row;
+}
+
+/**
+ * The environment's source gets one row per vendor, for its status and health only: `active`
+ * while the environment configures it, else `disabled`. No credentials are ever stored for it.
+ */
+export async function recordDefaultSources(db: Database, configured: Record<Vendor, boolean>): Promise<void> {
+  await db.$executeRawUnsafe(
+    `INSERT INTO sources AS s (vendor, id, name, status)
+     SELECT vendor, 'default', 'default (environment variables)', CASE WHEN configured THEN 'active' ELSE 'disabled' END
+     FROM jsonb_to_recordset($1::jsonb) AS t(vendor text, configured boolean)
+     ON CONFLICT (vendor, id) DO UPDATE SET status = EXCLUDED.status, updated_at = now() WHERE s.status <> EXCLUDED.status`,
+    JSON.stringify(Object.entries(configured).map(([vendor, isConfigured]) => ({ vendor, configured: isConfigured }))),
+  );
+}
+
+export interface HealthUpdate {
+  vendor: Vendor;
+  id: string;
+  lastSuccessAt: string | null;
+  lastFailureAt: string | null;
+  lastFailureReason: string | null;
+  /** Failures after the last success of this update, or all of its failures if it saw none. */
+  failures: number;
+  sawSuccess: boolean;
+}
+
+/**
+ * One statement for every source with news since the last flush. Replicas flush independently,
+ * so times only move forward and failure counts add up; a success resets the count.
+ */
+export async function recordHealth(db: Database, updates: HealthUpdate[]): Promise<void> {
+  await db.$executeRawUnsafe(
+    `UPDATE sources s SET
+       last_success_at        = GREATEST(s.last_success_at, t.last_success_at),
+       last_failure_reason    = CASE WHEN t.last_failure_at >= s.last_failure_at OR s.last_failure_at IS NULL
+                                     THEN COALESCE(t.last_failure_reason, s.last_failure_reason) ELSE s.last_failure_reason END,
+       last_failure_at        = GREATEST(s.last_failure_at, t.last_failure_at),
+       failures_since_success = CASE WHEN t.saw_success THEN t.failures ELSE s.failures_since_success + t.failures END
+     FROM jsonb_to_recordset($1::jsonb) AS t(vendor text, id text, last_success_at timestamptz, last_failure_at timestamptz,
+                                             last_failure_reason text, failures int, saw_success boolean)
+     WHERE s.vendor = t.vendor AND s.id = t.id`,
+    JSON.stringify(
+      updates.map((u) => ({
+        vendor: u.vendor,
+        id: u.id,
+        last_success_at: u.lastSuccessAt,
+        last_failure_at: u.lastFailureAt,
+        last_failure_reason: u.lastFailureReason,
+        failures: u.failures,
+        saw_success: u.sawSuccess,
+      })),
+    ),
+  );
+}
