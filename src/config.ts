@@ -6,8 +6,13 @@ export type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/** Plain decimal digits only: Number() would also read 0x1F90, 1e3, 1.0 and blanks around them. */
 const integer = (min: number, max: number) =>
-  z.coerce.number({ error: 'must be a whole number' }).int('must be a whole number').min(min).max(max);
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number in plain decimal digits')
+    .transform(Number)
+    .pipe(z.number().min(min, `must be from ${min} to ${max}`).max(max, `must be from ${min} to ${max}`));
 
 const boolean = z.enum(['true', 'false'], { error: 'must be true or false' }).transform((v) => v === 'true');
 
@@ -19,6 +24,8 @@ const list = z.string().transform((v) =>
     .filter((item) => item.length > 0),
 );
 
+// Secrets are trimmed (list items above, single values with .trim()): a Kubernetes Secret file
+// ends in a newline, and a secret that kept it would fail every request with a silent 401.
 const secretList = list.pipe(z.array(z.string().min(16, 'each secret must be at least 16 characters')).min(1));
 
 /** base64 of exactly 32 bytes (an AES-256 key); comma-separated: the first encrypts, all decrypt. */
@@ -34,10 +41,20 @@ const keyList = list.pipe(
     .min(1),
 );
 
+const basicAuth = z
+  .string()
+  .trim()
+  .superRefine((value, ctx) => {
+    const colon = value.indexOf(':');
+    if (colon < 1 || colon === value.length - 1) ctx.addIssue({ code: 'custom', message: 'must be user:password' });
+    else if (value.length - colon - 1 < 16) ctx.addIssue({ code: 'custom', message: 'the password must be at least 16 characters, like every secret' });
+  });
+
 const envSchema = z.object({
   NODE_ENV: z.enum(['production', 'development', 'test']).default('development'),
   DATABASE_URL: z
     .string()
+    .trim()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
     .optional(),
   DATA_DIR: z.string().default('./data'),
@@ -57,11 +74,8 @@ const envSchema = z.object({
 
   PATIRO_SIGNING_SECRET: secretList.optional(),
   PATIRO_TIMESTAMP_TOLERANCE_SECONDS: integer(0, 7 * 24 * 3600).default(300),
-  PATIRO_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
-  PATIRO_BASIC_AUTH: z
-    .string()
-    .regex(/^[^:]+:.+$/, 'must be user:password')
-    .optional(),
+  PATIRO_TOKEN: z.string().trim().min(16, 'must be at least 16 characters').optional(),
+  PATIRO_BASIC_AUTH: basicAuth.optional(),
 
   PHYSITRACK_API_KEY: secretList.optional(),
   PHYSITRACK_TOKENS: list.pipe(z.array(z.string()).min(1, 'must list at least one token')).optional(),
@@ -171,6 +185,9 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   }
   if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
     problems.push('TLS_CERT_FILE, TLS_KEY_FILE: set both to serve HTTPS, or neither');
+  }
+  if (env.METRICS_PORT === env.PORT) {
+    problems.push(`METRICS_PORT, PORT: must differ (both are ${env.PORT}); METRICS_PORT gives the metrics a port of their own`);
   }
   if (env.DOWNLOAD_LEASE_SECONDS * 1000 <= env.DOWNLOAD_TIMEOUT_MS) {
     // A lease shorter than a download would hand a row still being fetched to another worker.

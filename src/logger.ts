@@ -1,26 +1,50 @@
 import type { LoggerOptions } from 'pino';
 
 /**
- * Keys whose values are secrets, signatures or patient data (compared in lower case). A value under
- * one of these keys is replaced wherever it sits in a log line: at the top, in child bindings, in a
- * serialized error, at any depth. Bodies are never logged at all; this catches anything that slips in.
+ * Keys whose values are secrets, signatures or patient data (written in lower case: keys are
+ * compared lower-cased). A value under one of these keys is replaced wherever it sits in a log line:
+ * at the top, in child bindings, in a serialized error, at any depth. Bodies are never logged at
+ * all; this catches anything that slips in, such as a whole event, a patient row or the config.
  */
 export const REDACTED_KEYS: ReadonlySet<string> = new Set([
+  // Request credentials and signatures.
   'authorization',
   'x-patiro-hmacsha256',
   'cookie',
   'token',
   'practitionertoken',
+  'practitioner_token',
   'api_key',
   'apikey',
   'x-api-key',
-  'file_url',
-  'fileurl',
-  'patient_id',
-  'patientid',
   'password',
   'secret',
+  // The config's names for them (config.patiro, config.physitrack, config.sources, databaseUrl).
+  'signingsecrets',
+  'signingsecret',
+  'apikeys',
+  'tokens',
+  'basicauth',
+  'secretkeys',
+  'credentials',
   'databaseurl',
+  // A file URL is a bearer credential for the PDF.
+  'file_url',
+  'fileurl',
+  // Patient data: a Patiro event's `data`, and Patiro's documented patient fields should one be
+  // logged outside it.
+  'patient_id',
+  'patientid',
+  'data',
+  'fullname',
+  'email',
+  'phonenumber',
+  'birthdate',
+  'caregiver',
+  'zipcode',
+  'city',
+  'weightinkg',
+  'heightincm',
 ]);
 
 export const CENSOR = '[redacted]';

@@ -62,4 +62,55 @@ describe('loadConfig', () => {
   it('refuses a short secret', () => {
     expect(problemsOf({ PHYSITRACK_API_KEY: 'short' })).toEqual([expect.stringMatching(/PHYSITRACK_API_KEY/)]);
   });
+
+  it('trims the newline a Kubernetes Secret file ends in from every secret, token and list item', () => {
+    const config = loadConfig({
+      DATABASE_URL: 'postgres://receiver:password@db:5432/receiver\n',
+      PATIRO_SIGNING_SECRET: ' first-secret-0123456789\t,\r\nsecond-secret-0123456789\n',
+      PATIRO_TOKEN: 'query-token-0123456789\n',
+      PATIRO_BASIC_AUTH: ' patiro:basic-password-0123456789\r\n',
+      PHYSITRACK_API_KEY: 'physitrack-key-0123456789\n',
+      PHYSITRACK_TOKENS: 'practitioner-1\n, practitioner-2 \n',
+    });
+    expect(config.databaseUrl).toBe('postgres://receiver:password@db:5432/receiver');
+    expect(config.patiro).toMatchObject({
+      signingSecrets: ['first-secret-0123456789', 'second-secret-0123456789'],
+      token: 'query-token-0123456789',
+      basicAuth: 'patiro:basic-password-0123456789',
+    });
+    expect(config.physitrack).toMatchObject({ apiKeys: ['physitrack-key-0123456789'], tokens: ['practitioner-1', 'practitioner-2'] });
+  });
+
+  it('counts a secret without the blanks around it', () => {
+    expect(problemsOf({ PATIRO_TOKEN: '  fifteen-chars-1  \n' })).toEqual([expect.stringMatching(/^PATIRO_TOKEN: must be at least 16/)]);
+  });
+
+  it.each(['0x1F90', '1e3', '1.0', ' 12abc', '12 ', '+12', '-1', '١٢'])('refuses %j as a number: plain decimal digits only', (value) => {
+    expect(problemsOf({ PORT: value })).toEqual(['PORT: must be a whole number in plain decimal digits']);
+  });
+
+  it('reads plain decimal digits, and says the range of one outside it', () => {
+    expect(loadConfig({ PORT: '8080', SHUTDOWN_TIMEOUT_MS: '30000' })).toMatchObject({ port: 8080, shutdownTimeoutMs: 30_000 });
+    expect(problemsOf({ SHUTDOWN_TIMEOUT_MS: '30001' })).toEqual(['SHUTDOWN_TIMEOUT_MS: must be from 1000 to 30000']);
+  });
+
+  it('refuses METRICS_PORT equal to PORT in one message naming both', () => {
+    expect(problemsOf({ PORT: '9090', METRICS_PORT: '9090' })).toEqual([expect.stringMatching(/^METRICS_PORT, PORT: must differ \(both are 9090\)/)]);
+    expect(problemsOf({ METRICS_PORT: '3000' })).toEqual([expect.stringMatching(/^METRICS_PORT, PORT: /)]);
+    expect(loadConfig({ PORT: '3000', METRICS_PORT: '9090' }).metrics.port).toBe(9090);
+  });
+
+  it('requires a basic-auth password of at least 16 characters, like every secret', () => {
+    expect(problemsOf({ PATIRO_BASIC_AUTH: 'patiro:short-password' })).toEqual(['PATIRO_BASIC_AUTH: the password must be at least 16 characters, like every secret']);
+    expect(problemsOf({ PATIRO_BASIC_AUTH: 'patiro:fifteen-chars-1\n' })).toHaveLength(1);
+    for (const value of ['no-colon-at-all-0123456789', ':password-without-user-0123', 'user-without-password:']) {
+      expect(problemsOf({ PATIRO_BASIC_AUTH: value }), value).toEqual(['PATIRO_BASIC_AUTH: must be user:password']);
+    }
+    expect(loadConfig({ PATIRO_BASIC_AUTH: 'patiro:a:password-with-colons' }).patiro.basicAuth).toBe('patiro:a:password-with-colons');
+  });
+
+  it('still lists every problem of the new rules in one error', () => {
+    const problems = problemsOf({ PORT: '0x1F90', DATABASE_POOL_SIZE: '1e3', PATIRO_BASIC_AUTH: 'patiro:short', PATIRO_TOKEN: 'short\n' });
+    expect(problems.map((p) => p.split(':')[0]).sort()).toEqual(['DATABASE_POOL_SIZE', 'PATIRO_BASIC_AUTH', 'PATIRO_TOKEN', 'PORT']);
+  });
 });

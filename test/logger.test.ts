@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
 import { CENSOR, REDACTED_KEYS, redactLine } from '../src/logger.js';
 import { captureLogs } from './helpers/logs.js';
 
@@ -30,6 +31,38 @@ describe('the production logger', () => {
       err: { message: 'refused', fileUrl: CENSOR },
       msg: 'something happened',
     });
+  });
+
+  it("replaces Patiro's documented patient fields outside an event's data too", () => {
+    const logs = captureLogs();
+    const fields = ['fullName', 'email', 'phoneNumber', 'birthdate', 'caregiver', 'zipCode', 'city', 'weightInKg', 'heightInCm'];
+    const patient = Object.fromEntries(fields.map((name) => [name, `${name}-${SECRET}`]));
+    logs.logger.info({ event: { data: { ...patient } }, patient, practitioner_token: SECRET }, 'patient');
+    expect(logs.lines.join('\n')).not.toContain(SECRET);
+    expect(logs.entries()[0]).toMatchObject({ event: { data: CENSOR }, patient: Object.fromEntries(fields.map((name) => [name, CENSOR])) });
+  });
+
+  it('replaces every secret of a loaded config', () => {
+    const secrets = {
+      DATABASE_URL: `postgres://receiver:${SECRET}-db@db/receiver`,
+      PATIRO_SIGNING_SECRET: `${SECRET}-signing-1,${SECRET}-signing-2`,
+      PATIRO_TOKEN: `${SECRET}-query-token`,
+      PATIRO_BASIC_AUTH: `patiro:${SECRET}-basic-password`,
+      PHYSITRACK_API_KEY: `${SECRET}-api-key`,
+      PHYSITRACK_TOKENS: `${SECRET}-practitioner-1,${SECRET}-practitioner-2`,
+      SOURCES_SECRET_KEY: Buffer.from(`${SECRET}-aes-256-key`.padEnd(32, '0')).toString('base64'),
+    };
+    const logs = captureLogs();
+    logs.logger.info({ config: loadConfig({ NODE_ENV: 'test', ...secrets }) }, 'configuration');
+    expect(logs.lines).toHaveLength(1);
+    expect(logs.lines[0]).not.toContain(SECRET);
+    expect(logs.entries()[0]).toMatchObject({
+      config: { databaseUrl: CENSOR, patiro: { signingSecrets: CENSOR, token: CENSOR, basicAuth: CENSOR }, physitrack: { apiKeys: CENSOR, tokens: CENSOR }, sources: { secretKeys: CENSOR } },
+    });
+  });
+
+  it('names every key in lower case, as keys are compared', () => {
+    expect([...REDACTED_KEYS].filter((key) => key !== key.toLowerCase())).toEqual([]);
   });
 
   it('drops a line it cannot parse rather than write it unchecked', () => {

@@ -8,11 +8,26 @@ export interface SampleDelivery {
   body: string;
 }
 
-/** A PatientUpdated event signed as Patiro signs it, with every protection the config enables. */
-export function buildPatiroDelivery(config: Config, now = new Date()): SampleDelivery {
-  const { signingSecrets, token, basicAuth } = config.patiro;
+/** A source from the table, addressed by id with the credentials `sources add` printed. */
+export interface TableSource {
+  id: string;
+  /** The Patiro signing secret or the Physitrack api key. */
+  secret: string;
+  /** Patiro: the ?token= of a source made --with-token. */
+  token?: string | undefined;
+}
+
+/** The environment's Patiro protections, or a table source's. */
+function patiroCredentials(config: Config, source: TableSource | undefined) {
+  if (source) return { signingSecrets: [source.secret], token: source.token, basicAuth: undefined, path: `/webhooks/patiro/${source.id}` };
+  return { ...config.patiro, path: '/webhooks/patiro' };
+}
+
+/** A PatientUpdated event signed as Patiro signs it, with every protection the config (or source) enables. */
+export function buildPatiroDelivery(config: Config, now = new Date(), source?: TableSource): SampleDelivery {
+  const { signingSecrets, token, basicAuth, path: basePath } = patiroCredentials(config, source);
   if (signingSecrets.length === 0 && !token && !basicAuth) {
-    throw new Error('Patiro is not configured: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH.');
+    throw new Error('Patiro is not configured: set PATIRO_SIGNING_SECRET, PATIRO_TOKEN or PATIRO_BASIC_AUTH, or give --source and --secret.');
   }
   const body = JSON.stringify(
     {
@@ -28,16 +43,16 @@ export function buildPatiroDelivery(config: Config, now = new Date()): SampleDel
   const headers: Record<string, string> = { 'content-type': 'application/json', 'x-patiro-timestamp': timestamp };
   if (signingSecrets[0]) headers['x-patiro-hmacsha256'] = patiroSignature(signingSecrets[0], timestamp, Buffer.from(body));
   if (basicAuth) headers.authorization = `Basic ${Buffer.from(basicAuth).toString('base64')}`;
-  const path = token ? `/webhooks/patiro?token=${encodeURIComponent(token)}` : '/webhooks/patiro';
+  const path = token ? `${basePath}?token=${encodeURIComponent(token)}` : basePath;
   return { path, headers, body };
 }
 
 export const DOCUMENTED_FILE_URL = 'https://staging.physitrack.com/integrations/your_ehr/programs/pqokji.pdf';
 
 /** A program-ready notice as Physitrack's document describes it. */
-export function buildPhysitrackDelivery(config: Config, fileUrl = DOCUMENTED_FILE_URL, now = new Date()): SampleDelivery {
-  const apiKey = config.physitrack.apiKeys[0];
-  if (!apiKey) throw new Error('Physitrack is not configured: set PHYSITRACK_API_KEY.');
+export function buildPhysitrackDelivery(config: Config, fileUrl = DOCUMENTED_FILE_URL, now = new Date(), source?: TableSource): SampleDelivery {
+  const apiKey = source?.secret ?? config.physitrack.apiKeys[0];
+  if (!apiKey) throw new Error('Physitrack is not configured: set PHYSITRACK_API_KEY, or give --source and --api-key.');
   const body = JSON.stringify({
     api_key: apiKey,
     token: config.physitrack.tokens?.[0] ?? 'sample-practitioner-token',
@@ -48,5 +63,5 @@ export function buildPhysitrackDelivery(config: Config, fileUrl = DOCUMENTED_FIL
     date_iso: now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
     updated: false,
   });
-  return { path: '/webhooks/physitrack', headers: { 'content-type': 'application/json' }, body };
+  return { path: source ? `/webhooks/physitrack/${source.id}` : '/webhooks/physitrack', headers: { 'content-type': 'application/json' }, body };
 }

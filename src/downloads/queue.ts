@@ -1,5 +1,5 @@
 import { auditInsertSql } from '../audit.js';
-import { poolOf, type Database } from '../db/client.js';
+import { poolOf, reservedPoolOf, type Database } from '../db/client.js';
 import { notifySql } from '../db/notify.js';
 import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
 
@@ -8,9 +8,15 @@ import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
 
 const DEADLINE_PASSED = 'The download deadline passed before the PDF could be fetched.';
 
-/** A delivery claimed by one worker, leased until it reports back or the lease expires. */
-export interface ClaimedDelivery {
+/** What a report back needs: the row, and the token of the claim that leased it. */
+export interface Lease {
   id: bigint;
+  /** `<workerId>/<random>`, written to locked_by by this claim only: a later claim of the row, even by the same worker, has another. */
+  token: string;
+}
+
+/** A delivery claimed by one worker, leased until it reports back or the lease expires. */
+export interface ClaimedDelivery extends Lease {
   fileUrl: string;
   attempts: number;
   deadlineAt: Date;
@@ -32,11 +38,11 @@ WITH due AS (
 UPDATE physitrack_deliveries d
 SET download_status = 'downloading',
     attempts        = d.attempts + 1,
-    locked_by       = $2,
+    locked_by       = $2::text || '/' || gen_random_uuid()::text,
     locked_until    = now() + make_interval(secs => $3::int),
     next_attempt_at = now() + make_interval(secs => $3::int)
 FROM due WHERE d.id = due.id
-RETURNING d.id, d.file_url AS "fileUrl", d.attempts, d.deadline_at AS "deadlineAt"`;
+RETURNING d.id, d.locked_by AS token, d.file_url AS "fileUrl", d.attempts, d.deadline_at AS "deadlineAt"`;
 
 /** Rows whose deadline passed while waiting (or while their worker was gone) will never be fetched. */
 const EXPIRE = `
@@ -128,28 +134,37 @@ export async function insertDeliveries(db: Database, batch: NewDelivery[]): Prom
   return ids.map((r) => BigInt(r.id));
 }
 
-/** Every report back is guarded by the lease: a worker that lost its row changes nothing. */
+/**
+ * Every report back is guarded by the claim's token: an attempt whose lease ran out, and whose row
+ * was claimed again (by another replica or by this one), changes nothing.
+ */
 const OWNED = `id = $1 AND locked_by = $2 AND download_status = 'downloading'`;
 
 export interface DownloadQueue {
+  /** How long a claim holds its rows; a running attempt renews it with heartbeat(). */
+  readonly leaseSeconds: number;
   claim(limit: number): Promise<ClaimedDelivery[]>;
   expireOverdue(): Promise<number>;
-  markDone(id: bigint, documentId: bigint): Promise<boolean>;
-  markFailed(id: bigint, error: string, httpStatus: number | null): Promise<boolean>;
+  /** Extends the lease by leaseSeconds from now; false when the lease is lost (the token is gone). */
+  heartbeat(lease: Lease): Promise<boolean>;
+  markDone(lease: Lease, documentId: bigint): Promise<boolean>;
+  markFailed(lease: Lease, error: string, httpStatus: number | null): Promise<boolean>;
   /** Schedules the next attempt, or expires the row when that would be past its deadline. */
-  retryLater(id: bigint, error: string, httpStatus: number | null, delayMs: number): Promise<boolean>;
+  retryLater(lease: Lease, error: string, httpStatus: number | null, delayMs: number): Promise<boolean>;
   /** Hands a row back untouched (shutdown): due again at once, for this or another replica. */
-  release(id: bigint): Promise<boolean>;
+  release(lease: Lease): Promise<boolean>;
 }
 
 /**
  * Plain pg rather than Prisma: every PDF costs a claim and a report back, and Prisma's raw queries
- * take measurably more CPU per statement on this path (`npm run bench:ack-path`).
+ * take measurably more CPU per statement on this path (`npm run bench:ack-path`). The reserved pool:
+ * claims, heartbeats and reports are short, and must not wait behind a main pool full of writes.
  */
 export function createDownloadQueue(db: Database, workerId: string, leaseSeconds: number): DownloadQueue {
-  const pool = poolOf(db);
+  const pool = reservedPoolOf(db);
   const update = async (sql: string, ...params: unknown[]) => ((await pool.query(notifyingFinalStates(sql), params)).rowCount ?? 0) > 0;
   return {
+    leaseSeconds,
     async claim(limit) {
       const { rows } = await pool.query<Omit<ClaimedDelivery, 'id'> & { id: string }>(CLAIM, [limit, workerId, leaseSeconds]);
       return rows.map((r) => ({ ...r, id: BigInt(r.id) }));
@@ -157,24 +172,32 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
     async expireOverdue() {
       return (await pool.query(notifyingFinalStates(EXPIRE))).rowCount ?? 0;
     },
-    markDone: (id, documentId) =>
+    async heartbeat({ id, token }) {
+      const { rowCount } = await pool.query(
+        `UPDATE physitrack_deliveries SET locked_until = now() + make_interval(secs => $3::int), next_attempt_at = now() + make_interval(secs => $3::int)
+         WHERE ${OWNED}`,
+        [id, token, leaseSeconds],
+      );
+      return (rowCount ?? 0) > 0;
+    },
+    markDone: ({ id, token }, documentId) =>
       update(
         `UPDATE physitrack_deliveries SET download_status = 'done', document_id = $3, downloaded_at = now(),
            last_error = NULL, last_http_status = NULL, locked_by = NULL, locked_until = NULL WHERE ${OWNED}`,
         id,
-        workerId,
+        token,
         documentId,
       ),
-    markFailed: (id, error, httpStatus) =>
+    markFailed: ({ id, token }, error, httpStatus) =>
       update(
         `UPDATE physitrack_deliveries SET download_status = 'failed', last_error = $3, last_http_status = $4,
            locked_by = NULL, locked_until = NULL WHERE ${OWNED}`,
         id,
-        workerId,
+        token,
         error,
         httpStatus,
       ),
-    retryLater: (id, error, httpStatus, delayMs) =>
+    retryLater: ({ id, token }, error, httpStatus, delayMs) =>
       update(
         `UPDATE physitrack_deliveries d
          SET download_status  = CASE WHEN n.at > now() THEN 'pending' ELSE 'expired' END,
@@ -186,17 +209,17 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
                FROM physitrack_deliveries WHERE id = $1) n
          WHERE d.id = n.target AND d.${OWNED}`,
         id,
-        workerId,
+        token,
         error,
         httpStatus,
         delayMs,
       ),
-    release: (id) =>
+    release: ({ id, token }) =>
       update(
         `UPDATE physitrack_deliveries SET download_status = 'pending', next_attempt_at = now(), locked_by = NULL, locked_until = NULL
          WHERE ${OWNED}`,
         id,
-        workerId,
+        token,
       ),
   };
 }

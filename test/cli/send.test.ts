@@ -3,7 +3,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startService, type RunningService } from '../../src/server.js';
+import { addSource } from '../../src/sources/manage.js';
+import { TEST_SOURCES_KEY } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { waitFor } from '../helpers/wait.js';
 import { captureLogs } from '../helpers/logs.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -18,7 +21,7 @@ let base: string;
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0', ...secrets });
+  const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0', SOURCES_SECRET_KEY: TEST_SOURCES_KEY, ...secrets });
   service = await startService(config, captureLogs().logger);
   const address = service.app.server.address();
   if (typeof address !== 'object' || !address) throw new Error('no address');
@@ -60,6 +63,25 @@ describe('npm run send', () => {
     const result = await send(['patiro', '--url', base], { ...secrets, PATIRO_SIGNING_SECRET: 'a-different-secret-0123456789' });
     expect(result.output).toMatch(/→ 401/);
     expect(result.code).toBe(1);
+  });
+
+  it('sends to a database source with --source and its credentials', async () => {
+    const keys = [Buffer.from(TEST_SOURCES_KEY, 'base64')];
+    const patiro = await addSource(service.db, keys, { vendor: 'patiro', name: 'Clinic A', withToken: true });
+    const physitrack = await addSource(service.db, keys, { vendor: 'physitrack', name: 'Physitrack production' });
+    // The running service hears of new sources on its control channel: a known source answers 401, not 404.
+    const known = async (path: string) => (await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).status === 401;
+    await waitFor(async () => (await known(`/webhooks/patiro/${patiro.row.id}`)) && (await known(`/webhooks/physitrack/${physitrack.row.id}`)), 2000);
+
+    const sent = await send(['patiro', '--url', base, '--source', patiro.row.id, '--secret', patiro.secret, '--token', patiro.token!], {});
+    expect(sent.output).toMatch(/→ 204/);
+    const notice = await send(['physitrack', '--url', base, '--source', physitrack.row.id, '--api-key', physitrack.secret], {});
+    expect(notice.output).toMatch(/→ 204/);
+    const events = await database.pool.query('SELECT source_id FROM patiro_events WHERE source_id = $1', [patiro.row.id]);
+    expect(events.rows).toHaveLength(1);
+    const deliveries = await database.pool.query('SELECT source_id FROM physitrack_deliveries WHERE source_id = $1', [physitrack.row.id]);
+    expect(deliveries.rows).toHaveLength(1);
+    expect((await send(['patiro', '--url', base, '--source', patiro.row.id], {})).code).toBe(2);
   });
 
   it('exits 2 with the usage for an unknown vendor', async () => {

@@ -5,12 +5,17 @@ import { createGroupCommitter, DeadlinePassedError, OverloadedError, storeOption
 function controlledWriter() {
   const batches: number[][] = [];
   const releases: (() => void)[] = [];
+  const writes = { inFlight: 0, most: 0 };
   return {
     batches,
+    writes,
     releaseAll: () => releases.splice(0).forEach((release) => release()),
     async writeBatch(items: number[]): Promise<string[]> {
       batches.push(items);
+      writes.inFlight += 1;
+      writes.most = Math.max(writes.most, writes.inFlight);
       await new Promise<void>((resolve) => releases.push(resolve));
+      writes.inFlight -= 1;
       if (items.includes(13)) throw new Error('row 13 is refused by the database');
       return items.map((i) => `stored ${i}`);
     },
@@ -65,16 +70,65 @@ describe('createGroupCommitter', () => {
     const first = committer.submit(1, later());
     await tick();
     const rest = [12, 13, 14].map((i) => committer.submit(i, later()));
+    const settled = Promise.allSettled([first, ...rest]);
+    writer.releaseAll(); // [1]
+    await tick();
+    writer.releaseAll(); // [12, 13, 14] fails
+    for (let i = 0; i < 3; i++) {
+      await tick();
+      writer.releaseAll(); // [12], then [13], then [14] alone
+    }
+    expect((await settled).map((s) => s.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect(writer.batches).toEqual([[1], [12, 13, 14], [12], [13], [14]]);
+    expect(committer.stats.fallbacks).toBe(1);
+  });
+
+  it('retries a failed batch row by row within its own slot, never more writes at once than maxConcurrentBatches', async () => {
+    const writer = controlledWriter();
+    const committer = createGroupCommitter({ writeBatch: (items: number[]) => writer.writeBatch(items), maxConcurrentBatches: 2 });
+    const results = [committer.submit(1, later()), committer.submit(2, later())];
+    await tick();
+    results.push(...[11, 12, 13, 14, 15].map((i) => committer.submit(i, later())));
+    writer.releaseAll(); // [1] and [2]; then [11..15] takes one slot and the other is idle
+    await tick();
+    expect(writer.batches).toEqual([[1], [2], [11, 12, 13, 14, 15]]);
+    writer.releaseAll(); // [11..15] fails
+    await tick();
+    results.push(committer.submit(21, later())); // a new delivery still gets the other slot
+    const settled = Promise.allSettled(results);
+    await tick();
+    expect(writer.batches.slice(3)).toEqual([[11], [21]]);
+    for (let i = 0; i < 6; i++) {
+      writer.releaseAll();
+      await tick();
+    }
+    expect((await settled).filter((s) => s.status === 'rejected')).toHaveLength(1);
+    expect(writer.batches.slice(3)).toEqual([[11], [21], [12], [13], [14], [15]]);
+    expect(writer.writes.most).toBe(2);
+  });
+
+  it('does not retry a row whose deadline passed before its turn in the fallback', async () => {
+    const writer = controlledWriter();
+    let now = 1000;
+    const committer = createGroupCommitter({ writeBatch: (items: number[]) => writer.writeBatch(items), maxConcurrentBatches: 1, now: () => now });
+    const first = committer.submit(1, 60_000);
+    await tick();
+    const patient = committer.submit(12, 60_000);
+    const bad = committer.submit(13, 60_000);
+    const late = committer.submit(14, 3000);
+    const outcomes = [expect(late).rejects.toBeInstanceOf(DeadlinePassedError), expect(bad).rejects.toThrow(/row 13/)];
     writer.releaseAll(); // [1]
     await tick();
     writer.releaseAll(); // [12, 13, 14] fails
     await tick();
+    now = 5000; // 14's request was answered 503 while [12] was retried
+    writer.releaseAll(); // [12]
     await tick();
-    writer.releaseAll(); // [12], [13], [14] alone
-    const settled = await Promise.allSettled([first, ...rest]);
-    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
-    expect(writer.batches).toEqual([[1], [12, 13, 14], [12], [13], [14]]);
-    expect(committer.stats.fallbacks).toBe(1);
+    writer.releaseAll(); // [13] fails again
+    await Promise.all(outcomes);
+    expect(await patient).toBe('stored 12');
+    await first;
+    expect(writer.batches).toEqual([[1], [12, 13, 14], [12], [13]]);
   });
 
   it('refuses new items when the queue is full instead of queuing forever', async () => {

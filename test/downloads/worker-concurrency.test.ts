@@ -72,7 +72,7 @@ describe('download worker: several workers, crashes and shutdown', () => {
     const { rows } = await database.pool.query('SELECT download_status, attempts FROM physitrack_deliveries');
     expect(rows).toEqual([{ download_status: 'done', attempts: 2 }]);
     // The dead worker's late report is ignored: it no longer holds the lease.
-    expect(await dead.markFailed(claimed[0]!.id, 'late', null)).toBe(false);
+    expect(await dead.markFailed(claimed[0]!, 'late', null)).toBe(false);
   });
 
   it('wakes at once for a delivery stored in its own process', async () => {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { poolOf } from '../../src/db/client.js';
 import { buildTestApp, type TestApp } from '../helpers/app.js';
 import { createTestDatabase, unreachableDatabaseUrl, type TestDatabase } from '../helpers/database.js';
 import { captureLogs } from '../helpers/logs.js';
@@ -27,6 +28,19 @@ describe('health endpoints', () => {
   it('answers /readyz with 200 when the database answers', async () => {
     const res = await testApp.app.inject({ method: 'GET', url: '/readyz' });
     expect(res.statusCode).toBe(200);
+  });
+
+  it('answers /readyz with 200 while every connection of the main pool is taken by writes', async () => {
+    const main = poolOf(testApp.db);
+    const held = await Promise.all(Array.from({ length: main.options.max }, () => main.connect()));
+    try {
+      const started = Date.now();
+      const res = await testApp.app.inject({ method: 'GET', url: '/readyz' });
+      expect(res.statusCode).toBe(200);
+      expect(Date.now() - started).toBeLessThan(500);
+    } finally {
+      held.forEach((client) => client.release());
+    }
   });
 
   it('answers /readyz with 503 but /healthz with 200 when the database is unreachable', async () => {

@@ -7,6 +7,7 @@ const PICKED_UP = "The running service's worker picks them up within its poll in
 
 interface DeliveryRow {
   id: string;
+  source_id: string;
   received_at: Date;
   practitioner_token: string;
   patient_id: string;
@@ -30,7 +31,7 @@ interface DeliveryRow {
   now: Date;
 }
 
-const SELECT = `SELECT d.id::text AS id, d.received_at, d.practitioner_token, d.patient_id, d.file_url, d.program_name,
+const SELECT = `SELECT d.id::text AS id, d.source_id, d.received_at, d.practitioner_token, d.patient_id, d.file_url, d.program_name,
   d.program_date::text AS program_date, d.program_created_at, d.updated, d.download_status, d.attempts, d.next_attempt_at,
   d.deadline_at, d.last_error, d.last_http_status, d.downloaded_at, d.document_id::text AS document_id, d.locked_by,
   d.locked_until, doc.sha256, doc.size_bytes::float8 AS size_bytes, now() AS now
@@ -41,6 +42,7 @@ function view(row: DeliveryRow) {
   const url = summarizeUrl(row.file_url);
   return {
     id: row.id,
+    sourceId: row.source_id,
     receivedAt: row.received_at,
     patientId: row.patient_id,
     practitionerToken: maskToken(row.practitioner_token),
@@ -77,6 +79,7 @@ function noPositionals(positionals: string[]): void {
 }
 
 interface ListArgs {
+  sourceId?: string;
   status?: string;
   patient?: string;
   sinceMs?: number;
@@ -85,17 +88,19 @@ interface ListArgs {
 
 const list = command<ListArgs>({
   path: ['deliveries', 'list'],
-  synopsis: '[--status S] [--patient ID] [--since 2h] [--limit N]',
+  synopsis: '[--source ID] [--status S] [--patient ID] [--since 2h] [--limit N]',
   summary: 'Recent Physitrack deliveries, newest first (file_url shown as its host only).',
-  details: `  --status S     pending, downloading, done, failed or expired
+  details: `  --source ID    only this source's deliveries
+  --status S     pending, downloading, done, failed or expired
   --patient ID   only this patient_id
   --since 2h     only deliveries received within this time (d, h or m)
   --limit N      at most N rows (default 50)
 Exits 1 when nothing matches.`,
-  options: { status: { type: 'string' }, patient: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } },
+  options: { source: { type: 'string' }, status: { type: 'string' }, patient: { type: 'string' }, since: { type: 'string' }, limit: { type: 'string' } },
   parse(values, positionals) {
     noPositionals(positionals);
     return {
+      sourceId: typeof values.source === 'string' ? values.source : undefined,
       status: parseStatus(values.status, STATUSES),
       patient: typeof values.patient === 'string' ? values.patient : undefined,
       sinceMs: parseSince(values.since),
@@ -106,6 +111,7 @@ Exits 1 when nothing matches.`,
     const where: string[] = [];
     const params: unknown[] = [];
     const add = (sql: string, value: unknown) => where.push(sql.replace('?', `$${params.push(value)}`));
+    if (args.sourceId !== undefined) add('d.source_id = ?', args.sourceId);
     if (args.status) add('d.download_status = ?', args.status);
     if (args.patient !== undefined) add('d.patient_id = ?', args.patient);
     if (args.sinceMs !== undefined) add("d.received_at >= now() - ?::bigint * interval '1 millisecond'", String(args.sinceMs));
@@ -116,6 +122,7 @@ Exits 1 when nothing matches.`,
     else
       printTable(ctx.io, rows, [
         { header: 'ID', value: (r) => r.id },
+        { header: 'SOURCE', value: (r) => r.sourceId, max: 20 },
         { header: 'RECEIVED', value: (r) => r.receivedAt },
         { header: 'PATIENT', value: (r) => r.patientId, max: 20 },
         { header: 'STATUS', value: (r) => r.status },
@@ -148,6 +155,7 @@ const show = command<bigint>({
     const timeLeft = v.timeLeftMs >= 0 ? `${formatDuration(v.timeLeftMs)} left` : `passed ${formatDuration(-v.timeLeftMs)} ago`;
     printFields(ctx.io, [
       ['Delivery', v.id],
+      ['Source', v.sourceId],
       ['Received', v.receivedAt],
       ['Patient', v.patientId],
       ['Practitioner token', v.practitionerToken],

@@ -88,7 +88,7 @@ function printSource(ctx: CommandContext, row: SourceRow): void {
     ['Tenant', v.tenantRef],
     ['Status', v.status],
     ['Path', v.path],
-    ['Credentials', v.configuredBy === 'environment' ? 'from environment variables' : credentials.includes('\n') ? `\n${credentials}` : credentials],
+    ['Credentials', v.configuredBy === 'environment' ? 'from environment variables' : credentials],
     ['Created', v.createdAt],
     ['Updated', v.updatedAt],
     ['Last success', ago(v.lastSuccessAt)],

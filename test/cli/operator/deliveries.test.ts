@@ -34,6 +34,13 @@ function expectNoSecrets(output: string) {
 }
 
 describe('cli deliveries list', () => {
+  it('filters by --source and shows each delivery\'s source', async () => {
+    const mine = await insertDelivery(database.pool, { source_id: 'clinicaaaaaaaaaaaaaa' });
+    await insertDelivery(database.pool, { source_id: 'default' });
+    expect(ids((await cli(['deliveries', 'list', '--source', 'clinicaaaaaaaaaaaaaa', '--json'], env)).stdout)).toEqual([mine]);
+    expect((await cli(['deliveries', 'show', mine], env)).stdout).toMatch(/Source:\s+clinicaaaaaaaaaaaaaa/);
+  });
+
   it('lists newest first and filters by --status, --patient and --since', async () => {
     const old = await insertDelivery(database.pool, { received_at: ago('5 hours'), download_status: 'failed' });
     const mid = await insertDelivery(database.pool, { received_at: ago('90 minutes'), patient_id: 'P-2' });

@@ -40,6 +40,7 @@ describe('cli events list', () => {
       expect(result.stdout).not.toMatch(/Erika|Mustermann|firstName|"data"/);
     }
     expect(JSON.parse((await cli(['events', 'list', '--json'], env)).stdout)[0]).toEqual({
+      sourceId: 'default',
       eventId: 'e-1',
       eventType: 'PatientUpdated',
       occurredAt: expect.any(String),
@@ -69,6 +70,17 @@ describe('cli events show', () => {
     const json = JSON.parse((await cli(['events', 'show', 'e-7', '--json'], env)).stdout);
     expect(json).toMatchObject({ eventId: 'e-7', deliveryCount: 3, occurredAtRaw: '2025-01-01T10:00:00.1234567' });
     expect(json.data).toEqual({ id: 4711, firstName: 'Erika', lastName: 'Mustermann' });
+  });
+
+  it('tells apart the same eventId received by two sources, and filters by --source', async () => {
+    await insertEvent(database.pool, { event_id: 'shared', source_id: 'clinicaaaaaaaaaaaaaa' });
+    await insertEvent(database.pool, { event_id: 'shared', source_id: 'clinicbbbbbbbbbbbbbb' });
+    const both = JSON.parse((await cli(['events', 'show', 'shared', '--json'], env)).stdout);
+    expect(both.map((e: { sourceId: string }) => e.sourceId)).toEqual(['clinicaaaaaaaaaaaaaa', 'clinicbbbbbbbbbbbbbb']);
+    const one = JSON.parse((await cli(['events', 'show', 'shared', '--source', 'clinicbbbbbbbbbbbbbb', '--json'], env)).stdout);
+    expect(one).toMatchObject({ sourceId: 'clinicbbbbbbbbbbbbbb', eventId: 'shared' });
+    const listed = JSON.parse((await cli(['events', 'list', '--source', 'clinicaaaaaaaaaaaaaa', '--json'], env)).stdout);
+    expect(listed.map((e: { sourceId: string; eventId: string }) => [e.sourceId, e.eventId])).toEqual([['clinicaaaaaaaaaaaaaa', 'shared']]);
   });
 
   it('exits 1 for an unknown event and 2 without one', async () => {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import type pg from 'pg';
 import { run } from '../../../src/cli/main.js';
 
@@ -34,10 +34,11 @@ class Collector extends Writable {
 }
 
 /** The CLI called in-process (fast), with an explicit environment like the child's. */
-export async function cli(argv: string[], env: Record<string, string>, options: { tty?: boolean } = {}): Promise<CliResult> {
+export async function cli(argv: string[], env: Record<string, string>, options: { tty?: boolean; stdin?: string } = {}): Promise<CliResult> {
   const stdout = new Collector(options.tty);
   const stderr = new Collector();
-  const code = await run(argv, { NODE_ENV: 'test', ...env }, { stdout, stderr });
+  const stdin = options.stdin === undefined ? undefined : Readable.from([Buffer.from(options.stdin)]);
+  const code = await run(argv, { NODE_ENV: 'test', ...env }, { stdout, stderr, ...(stdin ? { stdin } : {}) });
   return { code, stdout: stdout.bytes.toString(), stderr: stderr.bytes.toString(), bytes: stdout.bytes };
 }
 

@@ -33,6 +33,7 @@ describe('cli patients show', () => {
     const result = await cli(['patients', 'show', '4711', '--json'], env);
     expect(result.code).toBe(0);
     expect(JSON.parse(result.stdout)).toEqual({
+      sourceId: 'default',
       patientId: '4711',
       data: { id: 4711, firstName: 'Erika', lastName: 'Mustermann' },
       signedAt: expect.any(String),
@@ -40,6 +41,17 @@ describe('cli patients show', () => {
       updatedAt: expect.any(String),
       lastEventId: 'evt-42',
     });
+  });
+
+  it('lists each source that has the patient_id, and only one with --source', async () => {
+    await insertPatient(database.pool, { source_id: 'clinicaaaaaaaaaaaaaa', patient_id: '77', data: JSON.stringify({ id: 77, firstName: 'Ada' }) });
+    await insertPatient(database.pool, { source_id: 'clinicbbbbbbbbbbbbbb', patient_id: '77', data: JSON.stringify({ id: 77, firstName: 'Bea' }) });
+    const both = await cli(['patients', 'show', '77'], env);
+    expect(both.stdout).toMatch(/Source:\s+clinicaaaaaaaaaaaaaa[\s\S]*"Ada"[\s\S]*Source:\s+clinicbbbbbbbbbbbbbb[\s\S]*"Bea"/);
+    expect(JSON.parse((await cli(['patients', 'show', '77', '--json'], env)).stdout)).toHaveLength(2);
+    const one = JSON.parse((await cli(['patients', 'show', '77', '--source', 'clinicbbbbbbbbbbbbbb', '--json'], env)).stdout);
+    expect(one).toMatchObject({ sourceId: 'clinicbbbbbbbbbbbbbb', data: { firstName: 'Bea' } });
+    expect((await cli(['patients', 'show', '77', '--source', 'default'], env)).code).toBe(1);
   });
 
   it('exits 1 for an unknown patient and 2 without an id', async () => {

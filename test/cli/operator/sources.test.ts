@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { TEST_SOURCES_KEY } from '../../helpers/app.js';
+import { createTestDatabase, type TestDatabase } from '../../helpers/database.js';
+import { cli, spawnCli } from './helpers.js';
+
+let database: TestDatabase;
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  env = { DATABASE_URL: database.url, SOURCES_SECRET_KEY: TEST_SOURCES_KEY };
+});
+afterAll(async () => {
+  await database.drop();
+});
+beforeEach(async () => {
+  await database.pool.query('TRUNCATE sources');
+});
+
+async function add(...args: string[]) {
+  const result = await cli(['sources', 'add', ...args, '--json'], env);
+  expect(result.code, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as Record<string, string>;
+}
+
+describe('cli sources add', () => {
+  it('creates a Patiro source and prints its path and secret once, as JSON', async () => {
+    const source = await add('patiro', '--name', 'Clinic A', '--tenant', 'pms-clinic-17');
+    expect(source).toMatchObject({ vendor: 'patiro', name: 'Clinic A', tenantRef: 'pms-clinic-17', status: 'active' });
+    expect(source.id).toMatch(/^[a-z2-7]{20}$/);
+    expect(source.path).toBe(`/webhooks/patiro/${source.id}`);
+    expect(source.signingSecret!.length).toBeGreaterThanOrEqual(43);
+    expect(source).not.toHaveProperty('token');
+  });
+
+  it('adds a ?token= with --with-token, and an api key for Physitrack', async () => {
+    const patiro = await add('patiro', '--name', 'Clinic B', '--with-token');
+    expect(patiro.token!.length).toBeGreaterThanOrEqual(43);
+    const physitrack = await add('physitrack', '--name', 'Physitrack production');
+    expect(physitrack.apiKey!.length).toBeGreaterThanOrEqual(43);
+    expect(physitrack.path).toBe(`/webhooks/physitrack/${physitrack.id}`);
+  });
+
+  it('prints the whole webhook path, token included, for a person', async () => {
+    const result = await cli(['sources', 'add', 'patiro', '--name', 'Clinic C', '--with-token'], env);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/Webhook path: +\/webhooks\/patiro\/[a-z2-7]{20}\?token=[\w-]{43}/);
+    expect(result.stdout).toMatch(/Signing secret: +[\w-]{43}/);
+    expect(result.stdout).toMatch(/shown only now/);
+  });
+
+  it('takes an existing secret from standard input with --secret-stdin', async () => {
+    const result = await cli(['sources', 'add', 'patiro', '--name', 'Clinic D', '--secret-stdin', '--json'], env, { stdin: 'typed-into-patiro-before-0123456789\n' });
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout).signingSecret).toBe('typed-into-patiro-before-0123456789');
+    const short = await cli(['sources', 'add', 'patiro', '--name', 'Clinic E', '--secret-stdin'], env, { stdin: 'short' });
+    expect(short.code).toBe(2);
+    expect(short.stderr).toMatch(/at least 16 characters/);
+  });
+
+  it('refuses usage errors with exit 2 before connecting', async () => {
+    for (const args of [['mysql', '--name', 'x'], ['patiro'], ['physitrack', '--name', 'x', '--with-token'], ['patiro', '--name', '']]) {
+      expect((await cli(['sources', 'add', ...args], env)).code, args.join(' ')).toBe(2);
+    }
+    const noKey = await cli(['sources', 'add', 'patiro', '--name', 'Clinic A'], { DATABASE_URL: database.url });
+    expect(noKey.code).toBe(2);
+    expect(noKey.stderr).toMatch(/set SOURCES_SECRET_KEY/);
+  });
+});
+
+describe('cli sources list and show', () => {
+  it('shows status, tenant and fingerprints, never a secret', async () => {
+    const a = await add('patiro', '--name', 'Clinic A', '--tenant', 't-1', '--with-token');
+    const p = await add('physitrack', '--name', 'Physitrack production');
+    const list = await cli(['sources', 'list', '--json'], env);
+    expect(list.code).toBe(0);
+    const rows = JSON.parse(list.stdout) as Record<string, unknown>[];
+    expect(rows.map((r) => r.id)).toEqual([a.id, p.id]);
+    expect(rows[0]).toMatchObject({ status: 'active', tenantRef: 't-1', credentials: [{ kind: 'signingSecret', notAfter: null }, { kind: 'token' }] });
+    const table = await cli(['sources', 'list'], env);
+    const show = await cli(['sources', 'show', a.id!], env);
+    for (const output of [list.stdout, table.stdout, show.stdout]) {
+      for (const secret of [a.signingSecret!, a.token!, p.apiKey!]) expect(output).not.toContain(secret);
+    }
+    expect(show.stdout).toMatch(/Status: +active/);
+    expect(show.stdout).toMatch(/signingSecret [0-9a-f]{8}/);
+    expect(show.stdout).toMatch(/Last failure: +never/);
+    expect((await cli(['sources', 'list', '--vendor', 'physitrack', '--json'], env)).stdout).toContain(p.id);
+    expect((await cli(['sources', 'list', '--vendor', 'physitrack', '--json'], env)).stdout).not.toContain(a.id);
+  });
+
+  it('exits 1 for a source that does not exist', async () => {
+    expect((await cli(['sources', 'show', 'abcdefghijklmnopqrst'], env)).code).toBe(1);
+    expect((await cli(['sources', 'disable', 'abcdefghijklmnopqrst'], env)).code).toBe(1);
+  });
+});
+
+describe('cli sources rotate, disable and enable', () => {
+  it('rotates: prints the new secret once, and the old one gets an end', async () => {
+    const a = await add('patiro', '--name', 'Clinic A');
+    const result = await cli(['sources', 'rotate', a.id!, '--keep-old', '2h', '--json'], env);
+    expect(result.code, result.stderr).toBe(0);
+    const rotated = JSON.parse(result.stdout);
+    expect(rotated.signingSecret).not.toBe(a.signingSecret);
+    const until = Date.parse(rotated.oldValidUntil);
+    expect(until - Date.now()).toBeGreaterThan(7_100_000);
+    expect(rotated.credentials).toEqual([
+      expect.objectContaining({ kind: 'signingSecret', notAfter: rotated.oldValidUntil }),
+      expect.objectContaining({ kind: 'signingSecret', notAfter: null }),
+    ]);
+    // The overlap ends at once with 0: only the newest secret is left.
+    const again = JSON.parse((await cli(['sources', 'rotate', a.id!, '--keep-old', '0', '--json'], env)).stdout);
+    expect(again.credentials).toHaveLength(1);
+  });
+
+  it('refuses to rotate, disable or enable the environment source', async () => {
+    for (const command of ['rotate', 'disable', 'enable']) {
+      const result = await cli(['sources', command, 'default'], env);
+      expect(result.code, command).toBe(2);
+      expect(result.stderr).toMatch(/environment variables/);
+    }
+  });
+
+  it('disables and enables a source', async () => {
+    const a = await add('physitrack', '--name', 'Physitrack staging');
+    const disabled = await cli(['sources', 'disable', a.id!], env);
+    expect(disabled.code).toBe(0);
+    expect(disabled.stdout).toMatch(/is disabled: its deliveries are answered 404/);
+    expect((await database.pool.query('SELECT status FROM sources WHERE id = $1', [a.id])).rows[0].status).toBe('disabled');
+    expect((await cli(['sources', 'enable', a.id!], env)).code).toBe(0);
+    expect((await database.pool.query('SELECT status FROM sources WHERE id = $1', [a.id])).rows[0].status).toBe('active');
+  });
+
+  it('runs as a real process', async () => {
+    const result = await spawnCli(['sources', 'add', 'physitrack', '--name', 'Physitrack production', '--json'], env);
+    expect(result.code, result.stderr).toBe(0);
+    const { id } = JSON.parse(result.stdout);
+    const show = await spawnCli(['sources', 'show', id, '--json'], env);
+    expect(JSON.parse(show.stdout)).toMatchObject({ id, vendor: 'physitrack', status: 'active' });
+  });
+});

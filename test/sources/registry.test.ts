@@ -1,0 +1,119 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.js';
+import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
+import { addSource } from '../../src/sources/manage.js';
+import { createSourceRegistry, type SourceRegistry } from '../../src/sources/registry.js';
+import { keyIdOf } from '../../src/sources/sealed.js';
+import { setSourceStatus } from '../../src/sources/sources-table.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { captureLogs } from '../helpers/logs.js';
+import { waitFor } from '../helpers/wait.js';
+
+const key = randomBytes(32);
+const otherKey = randomBytes(32);
+let database: TestDatabase;
+let db: Database;
+const opened: SourceRegistry[] = [];
+
+function registry(keys: Buffer[], env: Record<string, string> = {}) {
+  const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, SOURCES_SECRET_KEY: keys.map((k) => k.toString('base64')).join(','), ...env });
+  return createSourceRegistry({ db, config, log: captureLogs().logger }).then((r) => (opened.push(r), r));
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  db = createDatabase({ url: database.url, poolSize: 2, connectTimeoutMs: 2000 });
+});
+afterEach(async () => {
+  for (const r of opened.splice(0)) await r.close();
+});
+afterAll(async () => {
+  await closeDatabase(db);
+  await database.drop();
+});
+beforeEach(async () => {
+  await database.pool.query('TRUNCATE sources');
+});
+
+describe('the source registry', () => {
+  it('refuses to start without SOURCES_SECRET_KEY when the table holds credentials, saying what to set', async () => {
+    await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
+    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url });
+    const started = createSourceRegistry({ db, config, log: captureLogs().logger });
+    await expect(started).rejects.toBeInstanceOf(ConfigError);
+    await expect(started).rejects.toThrow(/SOURCES_SECRET_KEY: is not set, but the sources table holds 1 source/);
+  });
+
+  it('refuses to start when no configured key opens the credentials, naming the key that does', async () => {
+    const { row } = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
+    await expect(registry([otherKey])).rejects.toThrow(`does not include key ${keyIdOf(key)}, which encrypted the credentials of source(s) ${row.id}`);
+    // The old key listed second still opens them (key rotation).
+    const rotated = await registry([otherKey, key]);
+    expect(rotated.lookup('patiro', row.id)).toMatchObject({ found: 'active' });
+  });
+
+  it('marks a source added later with a key it does not have as unreadable, and keeps serving the others', async () => {
+    const good = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
+    const r = await registry([key]);
+    const bad = await addSource(db, [otherKey], { vendor: 'patiro', name: 'Clinic B' });
+    await r.reload();
+    const lookup = r.lookup('patiro', bad.row.id);
+    expect(lookup.found === 'active' && lookup.source.unreadable).toMatch(/not in SOURCES_SECRET_KEY/);
+    const goodLookup = r.lookup('patiro', good.row.id);
+    expect(goodLookup.found === 'active' && goodLookup.source.unreadable).toBeUndefined();
+  });
+
+  it('knows the vendor of each source: a Patiro id is nothing on the Physitrack side', async () => {
+    const { row } = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
+    const r = await registry([key]);
+    expect(r.lookup('physitrack', row.id)).toEqual({ found: 'none' });
+    expect(r.lookup('patiro', 'default')).toEqual({ found: 'none' });
+  });
+
+  it('hears a change on the control channel within 2 s, without a reload call', async () => {
+    const r = await registry([key]);
+    await r.listen(database.url);
+    const { row } = await addSource(db, [key], { vendor: 'physitrack', name: 'Physitrack production' });
+    const started = Date.now();
+    await waitFor(() => r.lookup('physitrack', row.id).found === 'active', 2000);
+    expect(Date.now() - started).toBeLessThan(2000);
+    await setSourceStatus(db, row.id, 'disabled');
+    await waitFor(() => r.lookup('physitrack', row.id).found === 'disabled', 2000);
+  });
+
+  it('listens again after its connection is cut, and catches up on what changed meanwhile', async () => {
+    const r = await registry([key]);
+    await r.listen(database.url);
+    await database.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`);
+    const { row } = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
+    await waitFor(() => r.lookup('patiro', row.id).found === 'active', 5000);
+    await waitFor(async () => (await database.pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'")).rows.length === 1, 5000);
+    const second = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic B' });
+    await waitFor(() => r.lookup('patiro', second.row.id).found === 'active', 2000);
+  });
+
+  it('keeps serving the sources it has when the table cannot be read', async () => {
+    const { row } = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
+    const r = await registry([key]);
+    await database.pool.query('ALTER TABLE sources RENAME TO sources_away');
+    try {
+      await r.reload();
+      expect(r.lookup('patiro', row.id)).toMatchObject({ found: 'active' });
+    } finally {
+      await database.pool.query('ALTER TABLE sources_away RENAME TO sources');
+    }
+  });
+
+  it('keeps no credential in plain text: no column of the table holds a secret or token', async () => {
+    const patiro = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A', withToken: true });
+    const physitrack = await addSource(db, [key], { vendor: 'physitrack', name: 'Physitrack production' });
+    const { rows } = await database.pool.query<{ row: string }>('SELECT s::text AS row FROM sources s');
+    const everything = rows.map((r) => r.row).join('\n');
+    for (const secret of [patiro.secret, patiro.token!, physitrack.secret]) {
+      expect(everything).not.toContain(secret);
+      expect(everything).not.toContain(Buffer.from(secret).toString('base64'));
+    }
+    expect(everything).toContain(patiro.row.id);
+  });
+});
