@@ -45,7 +45,11 @@ async function setUp(o: BenchOptions, cleanup: Cleanup, results: Results): Promi
   const quietFrom = cpuSnapshot({});
   await sleep(1000, cleanup.signal);
   const othersBefore = cpuBetween(quietFrom, cpuSnapshot({})).others;
-  const secrets: Secrets = { patiro: randomBytes(24).toString('base64url'), physitrack: randomBytes(24).toString('base64url') };
+  const secrets: Secrets = {
+    patiro: randomBytes(24).toString('base64url'),
+    physitrack: randomBytes(24).toString('base64url'),
+    sourcesKey: randomBytes(32).toString('base64'),
+  };
 
   say(process.env.BENCH_DATABASE_URL ? 'connecting to BENCH_DATABASE_URL' : 'starting an embedded PostgreSQL');
   const server = await startDatabaseServer(cleanup, tmpDir, process.env.BENCH_DATABASE_URL);

@@ -5,6 +5,7 @@ import type { Database } from './db/client.js';
 import { storeOptionsFor } from './db/group-commit.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
+import { closeConnectionsWhenDraining, createLifecycle, type Lifecycle } from './http/lifecycle.js';
 import { metricsRoute } from './http/metrics-route.js';
 import { logAbortedRequests, OneLinePerRequest } from './http/request-log.js';
 import type { Metrics, Vendor } from './metrics.js';
@@ -32,6 +33,8 @@ export interface AppDeps {
   sources?: SourceRegistry;
   /** Where each source's health is aggregated; by default created here and flushed on close. */
   health?: SourceHealth;
+  /** Set `draining` to make /readyz answer 503 and every answer close its connection (shutdown). */
+  lifecycle?: Lifecycle;
 }
 
 const VENDOR_ROUTES: Record<string, Vendor> = {
@@ -49,21 +52,6 @@ function countDeliveries(app: FastifyInstance, metrics: Metrics): void {
   });
 }
 
-/**
- * Fastify closes idle keep-alive connections when it starts closing, but a connection whose request
- * is still in flight would stay open for the keep-alive timeout after answering. Answering with
- * `Connection: close` while draining lets shutdown finish as soon as the last answer is sent.
- */
-function closeConnectionsWhenDraining(app: FastifyInstance): void {
-  let draining = false;
-  app.addHook('preClose', async () => {
-    draining = true;
-  });
-  app.addHook('onSend', async (_request, reply) => {
-    if (draining) void reply.header('connection', 'close');
-  });
-}
-
 /** Registers every plugin and route explicitly. Never listens: main.ts does, tests use inject(). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, db, logger } = deps;
@@ -78,7 +66,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     connectionTimeout: 10_000,
     return503OnClosing: true,
   });
-  closeConnectionsWhenDraining(app);
+  const lifecycle = deps.lifecycle ?? createLifecycle();
+  closeConnectionsWhenDraining(app, lifecycle);
   logAbortedRequests(app);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
@@ -86,7 +75,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { metrics } = deps;
   if (metrics) countDeliveries(app, metrics);
   if (metrics && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
-  await app.register(healthRoutes, { db });
+  await app.register(healthRoutes, { db, lifecycle });
 
   const sources = deps.sources ?? (await createSourceRegistry({ db, config, log: logger }));
   const health = deps.health ?? createSourceHealth({ db, log: logger.child({ component: 'source-health' }) });

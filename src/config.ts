@@ -64,6 +64,7 @@ const envSchema = z.object({
   BODY_LIMIT_BYTES: integer(1024, 100 * 1024 * 1024).default(1024 * 1024),
   ACK_DEADLINE_MS: integer(100, 2000).default(1500),
   SHUTDOWN_TIMEOUT_MS: integer(1000, 30_000).default(25_000),
+  SHUTDOWN_DRAIN_MS: integer(0, 25_000).optional(),
   DATABASE_POOL_SIZE: integer(1, 100).default(10),
   WRITE_BATCH_MAX_ROWS: integer(1, 5000).default(500),
   METRICS_ENABLED: boolean.default(true),
@@ -120,6 +121,7 @@ function toConfig(env: z.infer<typeof envSchema>) {
     bodyLimitBytes: env.BODY_LIMIT_BYTES,
     ackDeadlineMs: env.ACK_DEADLINE_MS,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    shutdownDrainMs: drainMsOf(env),
     databasePoolSize: env.DATABASE_POOL_SIZE,
     writeBatchMaxRows: env.WRITE_BATCH_MAX_ROWS,
     metrics: { enabled: env.METRICS_ENABLED, port: env.METRICS_PORT },
@@ -156,6 +158,14 @@ function toConfig(env: z.infer<typeof envSchema>) {
   };
 }
 
+/** Load balancers keep sending to a terminating pod for a few seconds; outside production nothing does. */
+function drainMsOf(env: z.infer<typeof envSchema>): number {
+  return env.SHUTDOWN_DRAIN_MS ?? (env.NODE_ENV === 'production' ? 5000 : 0);
+}
+
+/** What a shutdown needs after the drain: closing connections, finishing downloads, closing the database. */
+export const MIN_SHUTDOWN_AFTER_DRAIN_MS = 5000;
+
 export class ConfigError extends Error {
   readonly code = 'WH_ERR_CONFIG';
   constructor(readonly problems: string[]) {
@@ -185,6 +195,11 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   }
   if (Boolean(env.TLS_CERT_FILE) !== Boolean(env.TLS_KEY_FILE)) {
     problems.push('TLS_CERT_FILE, TLS_KEY_FILE: set both to serve HTTPS, or neither');
+  }
+  if (drainMsOf(env) + MIN_SHUTDOWN_AFTER_DRAIN_MS > env.SHUTDOWN_TIMEOUT_MS) {
+    problems.push(
+      `SHUTDOWN_DRAIN_MS, SHUTDOWN_TIMEOUT_MS: the drain (${drainMsOf(env)} ms) must leave at least ${MIN_SHUTDOWN_AFTER_DRAIN_MS} ms of the shutdown timeout (${env.SHUTDOWN_TIMEOUT_MS} ms) to finish requests and downloads`,
+    );
   }
   if (env.METRICS_PORT === env.PORT) {
     problems.push(`METRICS_PORT, PORT: must differ (both are ${env.PORT}); METRICS_PORT gives the metrics a port of their own`);

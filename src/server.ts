@@ -11,6 +11,7 @@ import { migrateAndReport, resolveDatabase, type ResolvedDatabase } from './db/d
 import { createDownloadAgent } from './downloads/guarded-fetch.js';
 import { createDownloadQueue } from './downloads/queue.js';
 import { createDownloadWorker, type DownloadWorker } from './downloads/worker.js';
+import { createLifecycle } from './http/lifecycle.js';
 import { startMetricsServer } from './http/metrics-route.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { startDailyPurge } from './retention-schedule.js';
@@ -24,7 +25,11 @@ export interface RunningService {
   worker: DownloadWorker;
   databaseUrl: string;
   embeddedDatabase: boolean;
-  /** Stops accepting, finishes in-flight requests and downloads (within a bound), then closes the database. */
+  /**
+   * Drains for SHUTDOWN_DRAIN_MS (still answering, /readyz 503, every answer `Connection: close`),
+   * then stops accepting, finishes in-flight requests and downloads (within a bound), and closes
+   * the database.
+   */
   stop(): Promise<void>;
 }
 
@@ -56,13 +61,19 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let retention: { stop(): Promise<void> } | undefined;
   let sources: SourceRegistry | undefined;
   const agent = createDownloadAgent({ allowPrivateAddresses: config.download.allowPrivateAddresses });
+  const lifecycle = createLifecycle();
   const stop = async () => {
+    if (app?.server.listening && config.shutdownDrainMs > 0) {
+      lifecycle.draining = true;
+      logger.info({ drainMs: config.shutdownDrainMs }, 'draining: still answering, /readyz says 503 and every answer closes its connection');
+      await new Promise((resolve) => setTimeout(resolve, config.shutdownDrainMs));
+    }
     await app?.close();
     await sources?.close();
     await metricsServer?.close();
     await retention?.stop();
     // Leave a few seconds of the shutdown budget for closing the database after the downloads.
-    await worker?.stop(Math.max(config.shutdownTimeoutMs - 5000, 1000));
+    await worker?.stop(Math.max(config.shutdownTimeoutMs - config.shutdownDrainMs - 5000, 1000));
     await agent.close();
     if (db) await closeDatabase(db);
     await database.stop();
@@ -84,7 +95,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     }
     worker = started;
     const https = config.tls && { key: await readFile(config.tls.keyFile), cert: await readFile(config.tls.certFile) };
-    app = await buildApp({ config, db, logger, metrics, https, sources, onPhysitrackStored: () => started.wake() });
+    app = await buildApp({ config, db, logger, metrics, https, sources, lifecycle, onPhysitrackStored: () => started.wake() });
     if (metrics && config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, config.host, config.metrics.port, logger);
     await app.listen({ host: config.host, port: config.port });
   } catch (err) {

@@ -114,3 +114,19 @@ describe('loadConfig', () => {
     expect(problems.map((p) => p.split(':')[0]).sort()).toEqual(['DATABASE_POOL_SIZE', 'PATIRO_BASIC_AUTH', 'PATIRO_TOKEN', 'PORT']);
   });
 });
+
+describe('SHUTDOWN_DRAIN_MS', () => {
+  it('drains 5 s in production and not at all otherwise, unless set', () => {
+    const production = { NODE_ENV: 'production', DATABASE_URL: 'postgres://db/x' };
+    expect(loadConfig(production).shutdownDrainMs).toBe(5000);
+    expect(loadConfig({}).shutdownDrainMs).toBe(0);
+    expect(loadConfig({ ...production, SHUTDOWN_DRAIN_MS: '0' }).shutdownDrainMs).toBe(0);
+    expect(loadConfig({ SHUTDOWN_DRAIN_MS: '8000' }).shutdownDrainMs).toBe(8000);
+  });
+
+  it('must leave 5 s of SHUTDOWN_TIMEOUT_MS for the rest of the shutdown', () => {
+    expect(problemsOf({ SHUTDOWN_DRAIN_MS: '21000' })).toEqual([expect.stringMatching(/^SHUTDOWN_DRAIN_MS, SHUTDOWN_TIMEOUT_MS: the drain \(21000 ms\) must leave at least 5000 ms/)]);
+    expect(problemsOf({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/x', SHUTDOWN_TIMEOUT_MS: '9000' })).toHaveLength(1);
+    expect(loadConfig({ SHUTDOWN_DRAIN_MS: '20000' }).shutdownDrainMs).toBe(20_000);
+  });
+});

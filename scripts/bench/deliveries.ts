@@ -70,7 +70,7 @@ function patiroTimestamp(now: Date): string {
  * database-limit phase writes them), signed as README.md documents:
  * hex(HMAC-SHA256(secret, "<x-patiro-timestamp>:<raw body>")).
  */
-export function patiroRequestBuilder(secret: string): () => PreparedRequest {
+export function patiroRequestBuilder(secret: string, path = '/webhooks/patiro'): () => PreparedRequest {
   return () => {
     const now = new Date();
     const eventId = randomUUID();
@@ -86,7 +86,7 @@ export function patiroRequestBuilder(secret: string): () => PreparedRequest {
     const signature = createHmac('sha256', secret).update(`${timestamp}:`).update(body).digest('hex');
     return {
       method: 'POST',
-      path: '/webhooks/patiro',
+      path,
       headers: { 'content-type': 'application/json', 'x-patiro-timestamp': timestamp, 'x-patiro-hmacsha256': signature },
       body,
       key: eventId,

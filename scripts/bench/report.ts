@@ -18,6 +18,8 @@ export interface Results {
   connections: number;
   durationS: number;
   patiro?: WebhookResult;
+  /** The same load, to a source from the sources table (credentials decrypted, looked up per request). */
+  patiroSource?: WebhookResult;
   lone?: LoadResult;
   /** The same on a service with group commit off (WRITE_BATCH_MAX_ROWS=1). */
   loneUnbatched?: LoadResult;
@@ -85,6 +87,7 @@ export function formatReport(r: Results): string {
     rows.push([label, `${num(w.load.acked / w.load.elapsedS)} acks/s`, ...lat(w.load.latency), refusedText(w.load), stored.cell, cpuText(w.cpu)]);
   };
   if (r.patiro) webhookRow(`1 service  POST /webhooks/patiro (c=${c})`, r.patiro);
+  if (r.patiroSource) webhookRow(`1b service POST /webhooks/patiro/<database source> (c=${c})`, r.patiroSource);
   const loneRow = (label: string, lone: LoadResult) => rows.push([label, `${num(lone.answered / lone.elapsedS)} req/s`, ...lat(lone.latency), refusedText(lone), '', '']);
   if (r.lone) loneRow('  service  a lone request (c=1, sequential)', r.lone);
   if (r.loneUnbatched) loneRow('  service  a lone request, batching off (WRITE_BATCH_MAX_ROWS=1)', r.loneUnbatched);
@@ -136,7 +139,7 @@ export function formatReport(r: Results): string {
   }
 
   const phases: [string, CpuUse | undefined][] = [
-    ['1', r.patiro?.cpu], ['2', r.dbLimit?.cpu], ['2 at the pool size', r.dbLimitAtPool?.cpu], ['3', r.http?.cpu], ['4', r.physitrack?.cpu], ['5', p?.cpu], ['5 database limit', b?.cpu],
+    ['1', r.patiro?.cpu], ['1b', r.patiroSource?.cpu], ['2', r.dbLimit?.cpu], ['2 at the pool size', r.dbLimitAtPool?.cpu], ['3', r.http?.cpu], ['4', r.physitrack?.cpu], ['5', p?.cpu], ['5 database limit', b?.cpu],
   ];
   const disturbed = phases.filter((entry): entry is [string, CpuUse] => entry[1] !== undefined && entry[1].others > 20);
   if (disturbed.length > 0) {
@@ -151,6 +154,10 @@ export function formatReport(r: Results): string {
   if (r.patiro && r.dbLimit) {
     const ratio = patiroRate / (r.dbLimit.transactions / r.dbLimit.elapsedS);
     targets.push(['Patiro acks/s ÷ database one-row-per-transaction rate', `${ratio.toFixed(2)}×`, 'target ≥ 1.0×', verdict(ratio >= 1)]);
+  }
+  if (r.patiro && r.patiroSource) {
+    const ratio = r.patiroSource.load.acked / r.patiroSource.load.elapsedS / patiroRate;
+    targets.push(['Patiro acks/s, database source ÷ default source', `${ratio.toFixed(2)}×`, 'target ≥ 0.9×', verdict(ratio >= 0.9)]);
   }
   if (r.patiro && r.http) targets.push(['Patiro acks/s ÷ HTTP limit', `${(patiroRate / (r.http.load.answered / r.http.load.elapsedS)).toFixed(3)}×`, '', '']);
   if (r.patiro) {

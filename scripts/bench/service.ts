@@ -26,6 +26,8 @@ export const serviceCommand = (repoRoot: string) => ['node', ...startFlags(repoR
 export interface Secrets {
   patiro: string;
   physitrack: string;
+  /** SOURCES_SECRET_KEY: base64 of 32 bytes, for the database source of phase 1b. */
+  sourcesKey: string;
 }
 
 /**
@@ -40,9 +42,10 @@ export function serviceEnv(o: BenchOptions, databaseUrl: string, dataDir: string
     DATA_DIR: dataDir,
     LOG_LEVEL: o.logLevel,
     BODY_LIMIT_BYTES: '', ACK_DEADLINE_MS: '', DATABASE_POOL_SIZE: '', WRITE_BATCH_MAX_ROWS: '',
-    SHUTDOWN_TIMEOUT_MS: '10000',
+    SHUTDOWN_TIMEOUT_MS: '10000', SHUTDOWN_DRAIN_MS: '0', // no load balancer to drain from
     PATIRO_SIGNING_SECRET: secrets.patiro, PATIRO_TIMESTAMP_TOLERANCE_SECONDS: '', PATIRO_TOKEN: '', PATIRO_BASIC_AUTH: '',
     PHYSITRACK_API_KEY: secrets.physitrack, PHYSITRACK_TOKENS: '',
+    SOURCES_SECRET_KEY: secrets.sourcesKey,
     // The local file host is https://127.0.0.1:<port>, so loopback must be allowed for this run.
     PHYSITRACK_FILE_URL_HOSTS: '127.0.0.1', DOWNLOAD_ALLOW_PRIVATE_ADDRESSES: 'true',
     DOWNLOAD_CONCURRENCY: String(o.downloadConcurrency),

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { logTail, type Child } from './child-process.js';
 import type { BenchContext } from './context.js';
+import { closeDatabase, createDatabase } from '../../src/db/client.js';
+import { addSource } from '../../src/sources/manage.js';
 import { openPool } from './database.js';
 import { createPool, patiroRequestBuilder, physitrackRequestBuilder } from './deliveries.js';
 import { runLoad, type LoadResult } from './load.js';
@@ -17,6 +19,9 @@ export async function runWebhookPhases(ctx: BenchContext, databaseUrl: string, r
   try {
     ctx.say(`1: POST /webhooks/patiro at c=${o.connections}`);
     results.patiro = await measureWebhook(service, createPool(patiroRequestBuilder(ctx.secrets.patiro)), db, PATIRO_ROWS, s);
+    ctx.say(`1b: the same to a database source, POST /webhooks/patiro/<id>`);
+    const source = await addDatabaseSource(ctx, databaseUrl, service);
+    results.patiroSource = await measureWebhook(service, createPool(patiroRequestBuilder(source.secret, source.path)), db, PATIRO_ROWS, s);
     await measureLoneRequests(ctx, service, databaseUrl, results);
 
     // Phase 4's file_urls point at a path of the local file host that accepts the request and never
@@ -34,6 +39,25 @@ export async function runWebhookPhases(ctx: BenchContext, databaseUrl: string, r
   } finally {
     ctx.fileHost.stopHolding();
     await service.stop();
+  }
+}
+
+/** A Patiro source in the sources table, as `sources add` makes it; resolves once the service serves it. */
+async function addDatabaseSource(ctx: BenchContext, databaseUrl: string, service: Child): Promise<{ path: string; secret: string }> {
+  const db = createDatabase({ url: databaseUrl, poolSize: 1, connectTimeoutMs: 5000 });
+  try {
+    const { row, secret } = await addSource(db, [Buffer.from(ctx.secrets.sourcesKey, 'base64')], { vendor: 'patiro', name: 'bench clinic' });
+    const path = `/webhooks/patiro/${row.id}`;
+    // The service hears of it on its control channel; until then the path answers 404.
+    for (let waited = 0; ; waited += 50) {
+      const response = await fetch(`${service.baseUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      await response.arrayBuffer();
+      if (response.status === 401) return { path, secret };
+      if (waited > 5000) throw new Error(`the service did not serve the new source within 5 s (it answered ${response.status})`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    await closeDatabase(db);
   }
 }
 

@@ -58,4 +58,13 @@ describe('authenticatePatiro', () => {
     const result = authenticatePatiro({ ...none, token: TOKEN }, { rawBody: body, headers: { 'x-patiro-timestamp': ts }, token: TOKEN }, now);
     expect(result).toEqual({ ok: true, signedAt: new Date(Number(ts)) });
   });
+
+  it('without signing, never takes a sender timestamp later than the receive time plus the tolerance', () => {
+    // A far-future timestamp would otherwise freeze the event: no later delivery would be newer.
+    const farFuture = String(now.getTime() + 10 * 365 * 86_400_000);
+    const result = authenticatePatiro({ ...none, token: TOKEN }, { rawBody: body, headers: { 'x-patiro-timestamp': farFuture }, token: TOKEN }, now);
+    expect(result).toEqual({ ok: true, signedAt: new Date(now.getTime() + 300_000) });
+    const noTolerance = authenticatePatiro({ ...none, timestampToleranceSeconds: 0, token: TOKEN }, { rawBody: body, headers: { 'x-patiro-timestamp': farFuture }, token: TOKEN }, now);
+    expect(noTolerance).toEqual({ ok: true, signedAt: now });
+  });
 });

@@ -67,6 +67,18 @@ describe('writePatiroBatch', () => {
     expect(patients[0].revealed_at.toISOString()).toBe('2026-10-31T08:00:00.123Z');
   });
 
+  it('keeps two sources apart within one batch: the same eventId and patient id are two rows each', async () => {
+    const results = await writePatiroBatch(db, [
+      { ...delivery('e1', 'PatientUpdated', 1, { id: 'p1', clinic: 'A' }), sourceId: 'clinicaaaaaaaaaaaaaa' },
+      { ...delivery('e1', 'PatientUpdated', 2, { id: 'p1', clinic: 'B' }), sourceId: 'clinicbbbbbbbbbbbbbb' },
+    ]);
+    expect(results).toEqual([{ inserted: true }, { inserted: true }]);
+    const events = await database.pool.query('SELECT source_id, data FROM patiro_events ORDER BY source_id');
+    expect(events.rows.map((r) => [r.source_id, r.data.clinic])).toEqual([['clinicaaaaaaaaaaaaaa', 'A'], ['clinicbbbbbbbbbbbbbb', 'B']]);
+    const patients = await database.pool.query('SELECT source_id, data FROM patiro_patients ORDER BY source_id');
+    expect(patients.rows.map((r) => [r.source_id, r.data.clinic])).toEqual([['clinicaaaaaaaaaaaaaa', 'A'], ['clinicbbbbbbbbbbbbbb', 'B']]);
+  });
+
   it('ends in the same tables whether deliveries are written one by one or in any batches', async () => {
     const arbitraryDelivery = fc.record({
       event: fc.constantFrom('e1', 'e2', 'e3'),
