@@ -46,10 +46,12 @@ export interface PurgeResult {
 
 /** Downloads still in progress are never purged, however old; only finished rows are. */
 const FINAL = `t.download_status IN ('done', 'failed', 'expired')`;
-const UNREFERENCED = `NOT EXISTS (SELECT 1 FROM physitrack_deliveries p WHERE p.document_id = t.id)`;
+/** A program's current PDF is kept as long as the program is, like the deliveries' ones. */
+const NOT_CURRENT = `NOT EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = t.id)`;
+const UNREFERENCED = `NOT EXISTS (SELECT 1 FROM physitrack_deliveries p WHERE p.document_id = t.id) AND ${NOT_CURRENT}`;
 /** For the dry run: referenced only by deliveries this purge deletes first. */
 const UNREFERENCED_AFTER_PURGE = `NOT EXISTS (SELECT 1 FROM physitrack_deliveries p WHERE p.document_id = t.id
-  AND NOT (p.received_at < $1::timestamptz AND p.download_status IN ('done', 'failed', 'expired')))`;
+  AND NOT (p.received_at < $1::timestamptz AND p.download_status IN ('done', 'failed', 'expired'))) AND ${NOT_CURRENT}`;
 
 interface TableRule {
   table: PurgedTable;

@@ -9,6 +9,7 @@ import { deliveryCommands } from './commands/deliveries.js';
 import { documentCommands } from './commands/documents.js';
 import { eventCommands } from './commands/events.js';
 import { patientCommands } from './commands/patients.js';
+import { programCommands } from './commands/programs.js';
 import { purgeCommands } from './commands/purge.js';
 import { sourceCommands } from './commands/sources.js';
 import { statusCommands } from './commands/status.js';
@@ -22,6 +23,7 @@ const COMMANDS: Command[] = [
   ...documentCommands,
   ...eventCommands,
   ...patientCommands,
+  ...programCommands,
   ...purgeCommands,
   ...sourceCommands,
 ];

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { auditInsertSql } from '../audit.js';
 import { poolOf, reservedPoolOf, type Database } from '../db/client.js';
 import { notifySql } from '../db/notify.js';
 import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
+import { BUMP_PROGRAMS_CTE, CURRENT_DOCUMENT_CTES, PROGRAM_CTES } from './programs.js';
 
 // This module owns physitrack_deliveries: its insert, its download state machine (claim, report
 // back, expire, requeue) and the NOTIFY each state change sends. Nothing else writes the table.
@@ -86,37 +88,79 @@ export interface NewDelivery {
   sourceAddress: string | null;
 }
 
+export interface StoredDelivery {
+  id: bigint;
+  /** The same notice (source and file_url) had been received before: this is its delivery. */
+  redelivery: boolean;
+  /** After this notice: `pending` for a new or requeued delivery, else whatever it was. */
+  downloadStatus: string;
+}
+
+/** sha256 of file_url: the notice's identity within its source (the migration computes the same). */
+export const noticeKeyOf = (fileUrl: string) => createHash('sha256').update(fileUrl, 'utf8').digest('hex');
+
+/** A failed download (not a refused URL) or an expired one is tried again when Physitrack sends the notice again. */
+const REQUEUE_ON_NOTICE = `d.download_status IN ('failed', 'expired') AND EXCLUDED.download_status = 'pending'`;
+
 /**
- * A batch of delivery rows (each also its download job) and their audit rows, in one atomic
- * statement. Ids are drawn in the input CTE, which PostgreSQL evaluates once, so each request
- * learns its own id by its position (ord) without relying on RETURNING's order.
+ * A batch of notices in one atomic statement: their programs, their delivery rows (each also its
+ * download job) and one audit row per notice received. The rows arrive folded to one per notice
+ * (source, file_url) with its count n, since ON CONFLICT may touch a row only once per statement.
+ * A notice seen before is its earlier delivery: counted, and requeued with a new deadline if it had
+ * failed or expired. Ids are drawn in the input CTE, which PostgreSQL evaluates once.
  */
 const INSERT_BATCH = `
 WITH input AS (
   SELECT nextval(pg_get_serial_sequence('physitrack_deliveries', 'id')) AS id, t.*,
-         CASE WHEN t.refusal IS NULL THEN 'pending' ELSE 'failed' END AS download_status
+         CASE WHEN t.refusal IS NULL THEN 'pending' ELSE 'failed' END AS download_status,
+         physitrack_program_key(t.program_created_at, t.program_date, t.program_name) AS program_key
   FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
-    source_id text, practitioner_token text, patient_id text, file_url text, program_name text, program_date date,
-    program_created_at timestamptz, updated boolean, refusal text, deadline_hours int, body_sha256 text,
-    source_address text)) WITH ORDINALITY AS t
-), delivery AS (
-  INSERT INTO physitrack_deliveries
-    (id, source_id, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
-     download_status, last_error, deadline_at)
-  SELECT id, source_id, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
-         download_status, refusal, now() + make_interval(hours => deadline_hours)
-  FROM input
-), audit AS (
-  ${auditInsertSql(`SELECT source_id, 'physitrack', id::text, CASE WHEN refusal IS NULL THEN 204 ELSE 422 END, body_sha256, source_address FROM input`)}
+    source_id text, notice_key text, n int, practitioner_token text, patient_id text, file_url text, program_name text,
+    program_date date, program_created_at timestamptz, updated boolean, refusal text, deadline_hours int)) WITH ORDINALITY AS t(
+    source_id, notice_key, n, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
+    refusal, deadline_hours, ord)
+), ${PROGRAM_CTES}, delivery AS (
+  INSERT INTO physitrack_deliveries AS d
+    (id, source_id, notice_key, notice_count, program_id, practitioner_token, patient_id, file_url, program_name, program_date,
+     program_created_at, updated, download_status, last_error, deadline_at)
+  SELECT i.id, i.source_id, i.notice_key, i.n, p.program_id, i.practitioner_token, i.patient_id, i.file_url, i.program_name,
+         i.program_date, i.program_created_at, i.updated, i.download_status, i.refusal, now() + make_interval(hours => i.deadline_hours)
+  FROM input i LEFT JOIN program p USING (source_id, patient_id, program_key)
+  ON CONFLICT (source_id, notice_key) DO UPDATE SET
+    notice_count    = d.notice_count + EXCLUDED.notice_count,
+    last_notice_at  = now(),
+    download_status = CASE WHEN ${REQUEUE_ON_NOTICE} THEN 'pending' ELSE d.download_status END,
+    deadline_at     = CASE WHEN ${REQUEUE_ON_NOTICE} THEN EXCLUDED.deadline_at ELSE d.deadline_at END,
+    next_attempt_at = CASE WHEN ${REQUEUE_ON_NOTICE} THEN now() ELSE d.next_attempt_at END
+  RETURNING d.id, d.source_id, d.notice_key, d.program_id, d.download_status, d.practitioner_token, d.program_name, (xmax = 0) AS inserted
+), ${BUMP_PROGRAMS_CTE}, audit AS (
+  ${auditInsertSql(`SELECT a.source_id, 'physitrack', dl.id::text, CASE WHEN a.refused THEN 422 ELSE 204 END, a.body_sha256, a.source_address
+  FROM jsonb_to_recordset($2::jsonb) AS a(source_id text, notice_key text, refused boolean, body_sha256 text, source_address text)
+  JOIN delivery dl ON dl.source_id = a.source_id AND dl.notice_key = a.notice_key`)}
 ), notify AS (
-  SELECT ${notifyDelivery('download_status')} FROM input
+  SELECT ${notifySql({ vendor: "'physitrack'", table: "'physitrack_deliveries'", id: 'id::text', source: 'source_id', downloadStatus: 'download_status', redelivery: 'NOT inserted' })}
+  FROM delivery
 )
-SELECT id, ordinality AS ord FROM input, (SELECT count(*) FROM notify) AS notified ORDER BY ordinality`;
+SELECT id, source_id AS "sourceId", notice_key AS "noticeKey", inserted, download_status AS "downloadStatus"
+FROM delivery, (SELECT count(*) FROM notify) AS notified`;
 
-/** Inserts the batch in one statement; resolves with each delivery's id, in order. */
-export async function insertDeliveries(db: Database, batch: NewDelivery[]): Promise<bigint[]> {
-  const rows = batch.map(({ sourceId, notice, refusal, deadlineHours, bodySha256, sourceAddress }) => ({
+const keyOf = (sourceId: string, noticeKey: string) => `${sourceId}\u0000${noticeKey}`;
+
+/** Stores the batch in one statement; resolves with each notice's delivery, in order. */
+export async function insertDeliveries(db: Database, batch: NewDelivery[]): Promise<StoredDelivery[]> {
+  const folded = new Map<string, { first: NewDelivery; noticeKey: string; n: number }>();
+  const keys = batch.map((d) => {
+    const noticeKey = noticeKeyOf(d.notice.fileUrl);
+    const key = keyOf(d.sourceId, noticeKey);
+    const seen = folded.get(key);
+    if (seen) seen.n += 1;
+    else folded.set(key, { first: d, noticeKey, n: 1 });
+    return { key, noticeKey };
+  });
+  const rows = [...folded.values()].map(({ first: { sourceId, notice, refusal, deadlineHours }, noticeKey, n }) => ({
     source_id: sourceId,
+    notice_key: noticeKey,
+    n,
     practitioner_token: notice.practitionerToken,
     patient_id: notice.patientId,
     file_url: notice.fileUrl,
@@ -126,12 +170,23 @@ export async function insertDeliveries(db: Database, batch: NewDelivery[]): Prom
     updated: notice.updated,
     refusal,
     deadline_hours: deadlineHours,
-    body_sha256: bodySha256,
-    source_address: sourceAddress,
   }));
-  const ids = await db.$queryRawUnsafe<{ id: bigint; ord: bigint }[]>(INSERT_BATCH, JSON.stringify(rows));
-  if (ids.length !== batch.length) throw new Error(`the batch insert returned ${ids.length} ids for ${batch.length} rows`);
-  return ids.map((r) => BigInt(r.id));
+  const audit = batch.map((d, i) => ({ source_id: d.sourceId, notice_key: keys[i]!.noticeKey, refused: d.refusal !== null, body_sha256: d.bodySha256, source_address: d.sourceAddress }));
+  const stored = await db.$queryRawUnsafe<{ id: bigint; sourceId: string; noticeKey: string; inserted: boolean; downloadStatus: string }[]>(
+    INSERT_BATCH,
+    JSON.stringify(rows),
+    JSON.stringify(audit),
+  );
+  if (stored.length !== rows.length) throw new Error(`the batch insert returned ${stored.length} rows for ${rows.length} notices`);
+  const byKey = new Map(stored.map((r) => [keyOf(r.sourceId, r.noticeKey), r]));
+  // The first of several identical notices in a batch is the new one; the others repeat it.
+  const answered = new Set<string>();
+  return keys.map(({ key }) => {
+    const row = byKey.get(key)!;
+    const redelivery = !row.inserted || answered.has(key);
+    answered.add(key);
+    return { id: BigInt(row.id), redelivery, downloadStatus: row.downloadStatus };
+  });
 }
 
 /**
@@ -139,6 +194,18 @@ export async function insertDeliveries(db: Database, batch: NewDelivery[]): Prom
  * was claimed again (by another replica or by this one), changes nothing.
  */
 const OWNED = `id = $1 AND locked_by = $2 AND download_status = 'downloading'`;
+
+/** Done, and in the same statement the program's current document (see programs.ts) and the NOTIFYs. */
+const MARK_DONE = `
+WITH changed AS (
+  UPDATE physitrack_deliveries SET download_status = 'done', document_id = $3, downloaded_at = now(),
+    last_error = NULL, last_http_status = NULL, locked_by = NULL, locked_until = NULL
+  WHERE ${OWNED}
+  RETURNING id, source_id, download_status, program_id, document_id
+), ${CURRENT_DOCUMENT_CTES}, notified AS (
+  SELECT ${notifyDelivery('download_status')} FROM changed
+)
+SELECT id FROM changed, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM program_notified) AS pn`;
 
 export interface DownloadQueue {
   /** How long a claim holds its rows; a running attempt renews it with heartbeat(). */
@@ -180,14 +247,9 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
       );
       return (rowCount ?? 0) > 0;
     },
-    markDone: ({ id, token }, documentId) =>
-      update(
-        `UPDATE physitrack_deliveries SET download_status = 'done', document_id = $3, downloaded_at = now(),
-           last_error = NULL, last_http_status = NULL, locked_by = NULL, locked_until = NULL WHERE ${OWNED}`,
-        id,
-        token,
-        documentId,
-      ),
+    async markDone({ id, token }, documentId) {
+      return ((await pool.query(MARK_DONE, [id, token, documentId])).rowCount ?? 0) > 0;
+    },
     markFailed: ({ id, token }, error, httpStatus) =>
       update(
         `UPDATE physitrack_deliveries SET download_status = 'failed', last_error = $3, last_http_status = $4,

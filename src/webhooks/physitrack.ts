@@ -70,18 +70,19 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     const refusal = check.ok ? null : `The file URL was refused and will not be downloaded: ${check.reason}.`;
     const remainingMs = config.ackDeadlineMs - reply.elapsedTime;
     const delivery = { sourceId: source.id, notice, refusal, deadlineHours: config.download.deadlineHours, bodySha256, sourceAddress: audit.sourceAddress };
-    const deliveryId = await storeWithinDeadline(
+    const stored = await storeWithinDeadline(
       () => store.save(delivery, Date.now() + remainingMs),
       remainingMs,
       () => recordRefusedDelivery(db, { ...audit, statusCode: 503 }, request.log),
     );
-    const log = request.log.child({ vendor: 'physitrack', sourceId: source.id, deliveryId: String(deliveryId), host: check.host ?? null });
+    const log = request.log.child({ vendor: 'physitrack', sourceId: source.id, deliveryId: String(stored.id), host: check.host ?? null, redelivery: stored.redelivery });
     if (!check.ok) {
       log.warn({ reason: check.reason }, 'physitrack delivery recorded, but its file URL is refused');
       throw new WebhookError('WH_ERR_URL_REFUSED', `The file URL is refused by the download policy: ${check.reason}`);
     }
-    log.info({ updated: notice.updated }, 'physitrack delivery stored');
-    onStored?.();
+    log.info({ updated: notice.updated, downloadStatus: stored.downloadStatus }, stored.redelivery ? 'physitrack notice received again' : 'physitrack delivery stored');
+    // A new notice, or one that put a failed or expired delivery back in the queue.
+    if (stored.downloadStatus === 'pending') onStored?.();
     return reply.code(204).send();
   };
 

@@ -48,13 +48,14 @@ describe('GET /metrics', () => {
     const metrics = createMetrics(t.db);
     const app = await buildApp({ config, db: t.db, logger: captureLogs().logger, metrics });
     host.route('/m.pdf', servePdf(samplePdf(1000)));
+    host.route('/m2.pdf', servePdf(samplePdf(1000)));
 
     await app.inject(signedPatiroRequest({ body: JSON.stringify(patiroEvent()) }));
     await app.inject(signedPatiroRequest({ body: JSON.stringify(patiroEvent()) }));
     await app.inject(signedPatiroRequest({ body: JSON.stringify(patiroEvent()), secret: 'wrong-secret-0123456789abc' }));
     await app.inject(signedPatiroRequest({ body: JSON.stringify(patiroEvent({ data: { pad: 'x'.repeat(5000) } })) }));
     await app.inject(physitrackRequest(physitrackNotice({ file_url: host.url('/m.pdf') })));
-    await app.inject(physitrackRequest(physitrackNotice({ file_url: host.url('/m.pdf') })));
+    await app.inject(physitrackRequest(physitrackNotice({ file_url: host.url('/m2.pdf') })));
 
     const agent = createDownloadAgent({ allowPrivateAddresses: true });
     const worker = createDownloadWorker({

@@ -57,7 +57,7 @@ describe('NOTIFY webhook_receiver', () => {
     await close();
     await waitFor(() => received.some((n) => n.id === id && n.downloadStatus === 'done'));
     expect(received.filter((n) => n.table === 'physitrack_deliveries')).toEqual([
-      { vendor: 'physitrack', table: 'physitrack_deliveries', id, source: 'default', downloadStatus: 'pending' },
+      { vendor: 'physitrack', table: 'physitrack_deliveries', id, source: 'default', downloadStatus: 'pending', redelivery: false },
       { vendor: 'physitrack', table: 'physitrack_deliveries', id, source: 'default', downloadStatus: 'done' },
     ]);
   });

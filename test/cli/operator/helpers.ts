@@ -80,7 +80,17 @@ async function insert(pool: pg.Pool, table: string, row: Record<string, unknown>
   return rows[0].key as string;
 }
 
-export function insertDelivery(pool: pg.Pool, row: Record<string, unknown> = {}): Promise<string> {
+/** A delivery row, with a program of its own unless `program_id` is given. */
+export async function insertDelivery(pool: pg.Pool, row: Record<string, unknown> = {}): Promise<string> {
+  const programId =
+    row.program_id ??
+    (
+      await pool.query(
+        `INSERT INTO physitrack_programs (source_id, patient_id, program_key, practitioner_token, program_name, latest_delivery_id)
+         VALUES ($1, $2, md5(random()::text), $3, 'Knee Rehab Program', 0) RETURNING id::text AS id`,
+        [row.source_id ?? 'default', row.patient_id ?? '23-4501', TOKEN],
+      )
+    ).rows[0].id;
   return insert(
     pool,
     'physitrack_deliveries',
@@ -94,6 +104,7 @@ export function insertDelivery(pool: pg.Pool, row: Record<string, unknown> = {})
       updated: false,
       deadline_at: fromNow('24 hours'),
       ...row,
+      program_id: programId,
     },
     'id',
   );

@@ -28,7 +28,7 @@ afterAll(async () => {
   await rm(tempDir, { recursive: true, force: true });
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, documents');
+  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, documents');
   await rm(pdfDir, { recursive: true, force: true });
 });
 
@@ -126,6 +126,16 @@ describe('purge', () => {
     expect(again.code).toBe(0);
     expect(JSON.parse(again.stdout)).toMatchObject({ counts: { patiro_events: 0, webhook_audit: 0, physitrack_deliveries: 0, documents: 0 }, files: { removed: 0 } });
     expect(await counts()).toEqual(before);
+  });
+
+  it("keeps a program's current PDF with --include-documents, after its deliveries are purged", async () => {
+    const current = await insertDocument(database.pool, { sha256: 'c'.repeat(64), size_bytes: 3, content: Buffer.from('pdf'), created_at: OLD });
+    await insertDelivery(database.pool, { received_at: OLD, download_status: 'done', document_id: current });
+    await database.pool.query('UPDATE physitrack_programs SET current_document_id = $1', [current]);
+    const result = await purge(db, { olderThanMs: parseDuration('90d'), dryRun: false, includeDocuments: true, pdfDir });
+    expect(result.counts).toMatchObject({ physitrack_deliveries: 1, documents: 0 });
+    expect(await count(database.pool, 'documents')).toBe(1);
+    expect(await count(database.pool, 'physitrack_programs')).toBe(1);
   });
 
   it('with --include-documents also deletes old documents nothing references any more, and their files', async () => {
