@@ -11,8 +11,8 @@ import { notifySql } from '../db/notify.js';
  * program_key, practitioner_token, program_created_at, program_date, program_name, id, ord):
  * `program` maps each key to its program id, creating the programs not seen before. A new
  * program's versions and latest delivery are its deliveries in this batch. A program created by
- * another transaction meanwhile is in neither list: its deliveries get no program id and the
- * batch fails on program_id's NOT NULL, to be retried row by row, when it is there to be found.
+ * another transaction meanwhile is in neither list: its deliveries get no program id, the
+ * statement fails on program_id's NOT NULL, and insertDeliveries runs it again (it is found then).
  */
 export const PROGRAM_CTES = `
 known AS (

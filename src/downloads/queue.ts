@@ -146,6 +146,24 @@ FROM delivery, (SELECT count(*) FROM notify) AS notified`;
 
 const keyOf = (sourceId: string, noticeKey: string) => `${sourceId}\u0000${noticeKey}`;
 
+type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: boolean; downloadStatus: string };
+
+/**
+ * Runs the statement; again if a program it was creating was created by another transaction at
+ * the same moment (see programs.ts): by then that transaction has committed, and the statement
+ * finds the program. Plain pg: the error's column tells this case from any other.
+ */
+async function insertOnce(db: Database, rows: string, audit: string): Promise<InsertedRow[]> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return (await poolOf(db).query<InsertedRow>(INSERT_BATCH, [rows, audit])).rows;
+    } catch (err) {
+      const { code, column } = err as { code?: string; column?: string };
+      if (code !== '23502' || column !== 'program_id' || attempt === 3) throw err;
+    }
+  }
+}
+
 /** Stores the batch in one statement; resolves with each notice's delivery, in order. */
 export async function insertDeliveries(db: Database, batch: NewDelivery[]): Promise<StoredDelivery[]> {
   const folded = new Map<string, { first: NewDelivery; noticeKey: string; n: number }>();
@@ -172,11 +190,7 @@ export async function insertDeliveries(db: Database, batch: NewDelivery[]): Prom
     deadline_hours: deadlineHours,
   }));
   const audit = batch.map((d, i) => ({ source_id: d.sourceId, notice_key: keys[i]!.noticeKey, refused: d.refusal !== null, body_sha256: d.bodySha256, source_address: d.sourceAddress }));
-  const stored = await db.$queryRawUnsafe<{ id: bigint; sourceId: string; noticeKey: string; inserted: boolean; downloadStatus: string }[]>(
-    INSERT_BATCH,
-    JSON.stringify(rows),
-    JSON.stringify(audit),
-  );
+  const stored = await insertOnce(db, JSON.stringify(rows), JSON.stringify(audit));
   if (stored.length !== rows.length) throw new Error(`the batch insert returned ${stored.length} rows for ${rows.length} notices`);
   const byKey = new Map(stored.map((r) => [keyOf(r.sourceId, r.noticeKey), r]));
   // The first of several identical notices in a batch is the new one; the others repeat it.

@@ -13,9 +13,12 @@ export function newSourceId(): string {
   return [...randomBytes(20)].map((byte) => BASE32[byte & 31]).join('');
 }
 
-/** 32 random bytes, printable (base64url, 43 characters). */
+/**
+ * 32 random bytes as 64 hex characters: printable, and safe to paste anywhere (base64url may
+ * begin with "-", which a command line takes for an option).
+ */
 export function newSecret(): string {
-  return randomBytes(32).toString('base64url');
+  return randomBytes(32).toString('hex');
 }
 
 export const MIN_SECRET_LENGTH = 16;

@@ -65,6 +65,23 @@ describe('the same notice again', () => {
     expect(await programs()).toEqual([expect.objectContaining({ versions: 1 })]);
   });
 
+  it('the same new notice to two replicas at once is one delivery and one program, every answer 204', async () => {
+    const other = await buildTestApp(database.url, { PHYSITRACK_API_KEY: PHYSITRACK_KEY, PHYSITRACK_FILE_URL_HOSTS: 'localhost', DOWNLOAD_ALLOW_PRIVATE_ADDRESSES: 'true' });
+    try {
+      for (let round = 0; round < 5; round++) {
+        // A new program each round, so that both replicas race to create it.
+        const notice = physitrackNotice({ patient_id: `race-${round}`, file_url: host.url(`/race-${round}.pdf`) });
+        const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? other.app : t.app).inject(physitrackRequest(notice))));
+        expect(answers.map((a) => a.statusCode)).toEqual(Array(10).fill(204));
+      }
+    } finally {
+      await other.close();
+    }
+    const rows = await deliveries();
+    expect(rows.map((r) => r.notice_count)).toEqual(Array(5).fill(10));
+    expect((await programs()).map((p) => p.versions)).toEqual(Array(5).fill(1));
+  });
+
   it('puts a failed delivery back in the queue with a new deadline, and downloads it', async () => {
     let fail = true;
     const pdf = samplePdf();

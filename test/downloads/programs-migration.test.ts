@@ -1,51 +1,33 @@
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
+import { migrate } from '../../src/db/migrate.js';
 import { buildTestApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { emptyDatabase, type EmptyDatabase } from '../helpers/migrations.js';
 import { PHYSITRACK_KEY, physitrackNotice, physitrackRequest } from '../helpers/physitrack.js';
 
 const PROGRAMS_MIGRATION = '20261201000100_physitrack_programs';
 
 let base: TestDatabase;
+let target: EmptyDatabase;
 let url: string;
 let pool: pg.Pool;
-const name = `wr_mig_programs_${process.pid}_${Date.now()}`;
 
 beforeAll(async () => {
   base = await createTestDatabase();
-  await base.pool.query(`CREATE DATABASE ${name}`);
-  const target = new URL(base.url);
-  target.pathname = `/${name}`;
-  url = target.toString();
-  pool = new pg.Pool({ connectionString: url, max: 2 });
+  target = await emptyDatabase(base, 'programs');
+  ({ url, pool } = target);
 });
 afterAll(async () => {
-  await pool.end();
-  await base.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await target.drop();
   await base.drop();
 });
-
-async function migrateBefore(migration: string): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'wr-migrations-'));
-  try {
-    for (const entry of await readdir(DEFAULT_MIGRATIONS_DIR)) {
-      if (entry < migration) await cp(path.join(DEFAULT_MIGRATIONS_DIR, entry), path.join(dir, entry), { recursive: true });
-    }
-    await migrate(url, dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
 const FILE = 'https://files.physitrack.com/p';
 
 describe('the programs migration', () => {
   it('keeps every delivery, gives each its program, and makes the newest of a repeated notice the one found again', async () => {
-    await migrateBefore(PROGRAMS_MIGRATION);
+    await target.migrateBefore(PROGRAMS_MIGRATION);
     const insert = (values: string) =>
       pool.query(`INSERT INTO physitrack_deliveries (source_id, practitioner_token, patient_id, file_url, program_name, program_date,
         program_created_at, updated, deadline_at, download_status, document_id) VALUES ${values}`);

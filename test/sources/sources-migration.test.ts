@@ -1,51 +1,32 @@
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
+import { migrate } from '../../src/db/migrate.js';
 import { buildTestApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { emptyDatabase, type EmptyDatabase } from '../helpers/migrations.js';
 import { PATIRO_SECRET, signedPatiroRequest } from '../helpers/patiro.js';
 import { PHYSITRACK_KEY, physitrackNotice, physitrackRequest } from '../helpers/physitrack.js';
 
 const SOURCES_MIGRATION = '20261201000000_sources';
 
 let base: TestDatabase;
+let target: EmptyDatabase;
 let url: string;
 let pool: pg.Pool;
-const name = `wr_mig_sources_${process.pid}_${Date.now()}`;
 
 beforeAll(async () => {
   base = await createTestDatabase();
-  await base.pool.query(`CREATE DATABASE ${name}`);
-  const target = new URL(base.url);
-  target.pathname = `/${name}`;
-  url = target.toString();
-  pool = new pg.Pool({ connectionString: url, max: 2 });
+  target = await emptyDatabase(base, 'sources');
+  ({ url, pool } = target);
 });
 afterAll(async () => {
-  await pool.end();
-  await base.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await target.drop();
   await base.drop();
 });
 
-/** The schema as it was before sources: every migration older than the sources one. */
-async function migrateToPreviousSchema(): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'wr-migrations-'));
-  for (const entry of await readdir(DEFAULT_MIGRATIONS_DIR)) {
-    if (entry < SOURCES_MIGRATION) await cp(path.join(DEFAULT_MIGRATIONS_DIR, entry), path.join(dir, entry), { recursive: true });
-  }
-  try {
-    await migrate(url, dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 describe('the sources migration', () => {
   it('gives every existing row source_id default, loses nothing, and the default source keeps working', async () => {
-    await migrateToPreviousSchema();
+    await target.migrateBefore(SOURCES_MIGRATION);
     await pool.query(`
       INSERT INTO patiro_events (event_id, event_type, data, signed_at) VALUES ('e-1', 'PatientUpdated', '{"id": 4711}', now() - interval '1 day'), ('e-2', 'PatientRevealed', '{"id": 4712}', now());
       INSERT INTO patiro_patients (patient_id, data, signed_at, updated_at, last_event_id) VALUES ('4711', '{"id": 4711}', now() - interval '1 day', now(), 'e-1');
