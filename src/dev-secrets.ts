@@ -26,9 +26,11 @@ export interface DevSecrets {
 /**
  * Outside production, fills unset vendor secrets with random ones generated once and kept in
  * DATA_DIR/dev-secrets.json, so `npm start` gives working, authenticated endpoints at once.
- * In production nothing is generated: the caller does not call this.
+ * In production nothing is generated: the caller does not call this. With `generate: false` (the
+ * operator CLI) only what the file already holds is used: a CLI pointed at another database must
+ * not seal its sources with a key of its own making.
  */
-export async function withDevSecrets(env: Env): Promise<DevSecrets> {
+export async function withDevSecrets(env: Env, { generate = true }: { generate?: boolean } = {}): Promise<DevSecrets> {
   const dataDir = path.resolve(env.DATA_DIR?.trim() || './data');
   const file = path.join(dataDir, 'dev-secrets.json');
   const stored: Record<string, string> = existsSync(file) ? JSON.parse(await readFile(file, 'utf8')) : {};
@@ -38,6 +40,7 @@ export async function withDevSecrets(env: Env): Promise<DevSecrets> {
   for (const name of DEV_SECRET_NAMES) {
     if (env[name]?.trim()) continue;
     if (!stored[name]) {
+      if (!generate) continue;
       stored[name] = DEV_SECRETS[name].generate();
       changed = true;
     }

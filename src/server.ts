@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Agent } from 'undici';
 import { buildApp } from './app.js';
-import type { Config } from './config.js';
+import { MIN_SHUTDOWN_AFTER_DRAIN_MS, type Config } from './config.js';
 import { closeDatabase, createDatabase, type Database } from './db/client.js';
 import { migrateAndReport, resolveDatabase, type ResolvedDatabase } from './db/database-url.js';
 import { createDownloadAgent } from './downloads/guarded-fetch.js';
@@ -63,6 +63,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const agent = createDownloadAgent({ allowPrivateAddresses: config.download.allowPrivateAddresses });
   const lifecycle = createLifecycle();
   const stop = async () => {
+    // One budget from the moment the shutdown starts: the drain and closing the app (a slow request
+    // may take a while) come out of the downloads' grace, not on top of it.
+    const deadline = Date.now() + config.shutdownTimeoutMs;
     if (app?.server.listening && config.shutdownDrainMs > 0) {
       lifecycle.draining = true;
       logger.info({ drainMs: config.shutdownDrainMs }, 'draining: still answering, /readyz says 503 and every answer closes its connection');
@@ -73,7 +76,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     await metricsServer?.close();
     await retention?.stop();
     // Leave a few seconds of the shutdown budget for closing the database after the downloads.
-    await worker?.stop(Math.max(config.shutdownTimeoutMs - config.shutdownDrainMs - 5000, 1000));
+    await worker?.stop(Math.max(deadline - MIN_SHUTDOWN_AFTER_DRAIN_MS - Date.now(), 1000));
     await agent.close();
     if (db) await closeDatabase(db);
     await database.stop();

@@ -149,10 +149,10 @@ function isEntryPoint(): boolean {
   }
 }
 
-/** Outside production, SOURCES_SECRET_KEY comes from DATA_DIR/dev-secrets.json like the service's. */
+/** Outside production, SOURCES_SECRET_KEY comes from the service's DATA_DIR/dev-secrets.json, if it is there. */
 async function environment(): Promise<Env> {
   dotenv.config({ quiet: true });
-  return process.env.NODE_ENV === 'production' ? process.env : (await withDevSecrets(process.env)).env;
+  return process.env.NODE_ENV === 'production' ? process.env : (await withDevSecrets(process.env, { generate: false })).env;
 }
 
 if (isEntryPoint()) {

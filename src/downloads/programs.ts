@@ -7,8 +7,8 @@ import { notifySql } from '../db/notify.js';
 // function is defined by the migration, so the service and the migration share one definition.
 
 /**
- * CTEs for the delivery insert (db/queue.ts), from its `input` CTE (source_id, patient_id,
- * program_key, practitioner_token, program_created_at, program_date, program_name, id, ord):
+ * CTEs for the delivery insert (downloads/queue.ts), from its `input` CTE (source_id, notice_key,
+ * patient_id, program_key, practitioner_token, program_created_at, program_date, program_name, id, ord):
  * `program` maps each key to its program id, creating the programs not seen before. A new
  * program's versions and latest delivery are its deliveries in this batch. A program created by
  * another transaction meanwhile is in neither list: its deliveries get no program id, the
@@ -25,6 +25,8 @@ known AS (
          program_date, program_name, count(*) OVER keyed, max(id) OVER keyed
   FROM input i
   WHERE NOT EXISTS (SELECT 1 FROM known k WHERE (k.source_id, k.patient_id, k.program_key) = (i.source_id, i.patient_id, i.program_key))
+    -- A notice seen before keeps its delivery's program, whatever its fields say now.
+    AND NOT EXISTS (SELECT 1 FROM physitrack_deliveries d WHERE d.source_id = i.source_id AND d.notice_key = i.notice_key)
   WINDOW keyed AS (PARTITION BY source_id, patient_id, program_key)
   ORDER BY source_id, patient_id, program_key, ord DESC
   ON CONFLICT (source_id, patient_id, program_key) DO NOTHING
@@ -43,8 +45,8 @@ bump AS (
   UPDATE physitrack_programs p SET
     versions           = p.versions + b.n,
     latest_delivery_id = GREATEST(p.latest_delivery_id, b.latest),
-    practitioner_token = b.token,
-    program_name       = b.name,
+    practitioner_token = CASE WHEN b.latest > p.latest_delivery_id THEN b.token ELSE p.practitioner_token END,
+    program_name       = CASE WHEN b.latest > p.latest_delivery_id THEN b.name ELSE p.program_name END,
     updated_at         = now()
   FROM (SELECT program_id, count(*) AS n, max(id) AS latest,
                (array_agg(practitioner_token ORDER BY id DESC))[1] AS token, (array_agg(program_name ORDER BY id DESC))[1] AS name

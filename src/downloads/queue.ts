@@ -123,7 +123,9 @@ WITH input AS (
   INSERT INTO physitrack_deliveries AS d
     (id, source_id, notice_key, notice_count, program_id, practitioner_token, patient_id, file_url, program_name, program_date,
      program_created_at, updated, download_status, last_error, deadline_at)
-  SELECT i.id, i.source_id, i.notice_key, i.n, p.program_id, i.practitioner_token, i.patient_id, i.file_url, i.program_name,
+  SELECT i.id, i.source_id, i.notice_key, i.n,
+         COALESCE(p.program_id, (SELECT e.program_id FROM physitrack_deliveries e WHERE e.source_id = i.source_id AND e.notice_key = i.notice_key)),
+         i.practitioner_token, i.patient_id, i.file_url, i.program_name,
          i.program_date, i.program_created_at, i.updated, i.download_status, i.refusal, now() + make_interval(hours => i.deadline_hours)
   FROM input i LEFT JOIN program p USING (source_id, patient_id, program_key)
   ON CONFLICT (source_id, notice_key) DO UPDATE SET

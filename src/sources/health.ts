@@ -15,6 +15,8 @@ export interface SourceHealth {
   failed(vendor: Vendor, id: string, reason: string, hint?: string, at?: Date): void;
   /** Writes what has accumulated (the timer calls it; tests and shutdown may too). */
   flush(): Promise<void>;
+  /** Sources with news not written yet: bounded by the number of sources, whatever the traffic. */
+  pendingSources(): number;
   /** Stops the timer and writes what is left. */
   stop(): Promise<void>;
 }
@@ -74,6 +76,7 @@ export function createSourceHealth({ db, log, intervalMs = 1000 }: { db: Databas
       add({ vendor, id, lastSuccessAt: null, lastFailureAt: at.toISOString(), lastFailureReason: text.slice(0, 500), failures: 1, sawSuccess: false });
     },
     flush,
+    pendingSources: () => pending.size,
     async stop() {
       clearInterval(timer);
       await flush();

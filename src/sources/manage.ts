@@ -10,8 +10,8 @@ import {
   rotate,
   type Credentials,
 } from './credentials.js';
-import { createKeyring } from './sealed.js';
-import { findSources, insertSource, replaceCredentials, type SourceRow } from './sources-table.js';
+import { createKeyring, type Keyring } from './sealed.js';
+import { findSources, insertSource, replaceCredentials, sealingKeyIds, type SourceRow } from './sources-table.js';
 
 // What the operator CLI does to sources, as functions (the CLI prints; tests and the bench call).
 
@@ -48,8 +48,23 @@ export interface AddedSource {
   token: string | null;
 }
 
+/**
+ * Refuses to seal with keys that could not open what the table already holds: then they are not
+ * the service's keys, and the service could not open this source either (a CLI run with another
+ * SOURCES_SECRET_KEY, or none, than the service's).
+ */
+async function checkSameKeys(db: Database, keyring: Keyring): Promise<void> {
+  const foreign = (await sealingKeyIds(db)).filter((keyId) => !keyring.has(keyId));
+  if (foreign.length === 0) return;
+  throw new SourceChangeError(
+    `SOURCES_SECRET_KEY does not include key ${foreign.join(', ')}, which sealed the sources already in this database; ` +
+      `use the service's SOURCES_SECRET_KEY (the service could not open a source sealed with this one)`,
+  );
+}
+
 export async function addSource(db: Database, keys: readonly Buffer[], input: AddSourceInput): Promise<AddedSource> {
   const keyring = createKeyring(keys);
+  await checkSameKeys(db, keyring);
   const now = (input.now ?? new Date()).toISOString();
   const secret = input.secret === undefined ? newSecret() : checkSecret(input.secret);
   const token = input.withToken && input.vendor === 'patiro' ? newSecret() : null;
@@ -77,6 +92,7 @@ export interface RotatedSource {
 export async function rotateSource(db: Database, keys: readonly Buffer[], id: string, options: { keepOldMs: number; secret?: string; now?: Date }): Promise<RotatedSource> {
   if (id === DEFAULT_SOURCE_ID) throw new SourceChangeError('the default source is configured by environment variables; rotate those instead');
   const keyring = createKeyring(keys);
+  await checkSameKeys(db, keyring);
   const secret = options.secret === undefined ? newSecret() : checkSecret(options.secret);
   for (let attempt = 0; attempt < 3; attempt += 1) {
     const [current] = await findSources(db, id);

@@ -153,9 +153,13 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
     return reloading;
   };
 
-  const timer = setInterval(() => void reload(), refreshIntervalMs);
+  let listener: ControlChannel | undefined;
+  // The safety net: reload, and make sure the listening connection still answers.
+  const timer = setInterval(() => {
+    void reload();
+    listener?.check();
+  }, refreshIntervalMs);
   timer.unref();
-  let listener: { close(): Promise<void> } | undefined;
 
   return {
     lookup(vendor, id) {
@@ -180,14 +184,21 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
  * When the connection drops, it reconnects with backoff and reloads once back, since changes
  * made meanwhile were not heard.
  */
-async function followControlChannel(databaseUrl: string, log: FastifyBaseLogger, onChange: () => void): Promise<{ close(): Promise<void> }> {
+interface ControlChannel {
+  /** A query on the listening connection: one that went silent (a NAT that forgot it) is replaced. */
+  check(): void;
+  close(): Promise<void>;
+}
+
+async function followControlChannel(databaseUrl: string, log: FastifyBaseLogger, onChange: () => void): Promise<ControlChannel> {
   let client: pg.Client | undefined;
   let closed = false;
   let retryMs = 500;
   let timer: NodeJS.Timeout | undefined;
+  let lose: ((err?: Error) => void) | undefined;
 
   const connect = async (): Promise<void> => {
-    const next = new pg.Client({ connectionString: databaseUrl, keepAlive: true, connectionTimeoutMillis: 5000 });
+    const next = new pg.Client({ connectionString: databaseUrl, keepAlive: true, keepAliveInitialDelayMillis: 30_000, connectionTimeoutMillis: 5000, query_timeout: 5000 });
     next.on('notification', onChange);
     // A client that is not the current one any more (already replaced) is not mourned twice.
     let live = false;
@@ -200,6 +211,7 @@ async function followControlChannel(databaseUrl: string, log: FastifyBaseLogger,
     };
     next.on('error', lost);
     next.on('end', () => lost());
+    lose = lost;
     client = next;
     try {
       await next.connect();
@@ -233,6 +245,13 @@ async function followControlChannel(databaseUrl: string, log: FastifyBaseLogger,
     scheduleReconnect();
   });
   return {
+    check() {
+      const current = client;
+      const mourn = lose;
+      current?.query('SELECT 1').catch((err: Error) => {
+        if (client === current) mourn?.(err);
+      });
+    },
     async close() {
       closed = true;
       clearTimeout(timer);

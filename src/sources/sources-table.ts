@@ -59,6 +59,14 @@ export async function countSealedSources(db: Database): Promise<number> {
   return row?.n ?? 0;
 }
 
+/** The ids of the keys that sealed the credentials in the table (see sealed.ts for the format). */
+export async function sealingKeyIds(db: Database): Promise<string[]> {
+  const rows = await db.$queryRawUnsafe<{ keyId: string }[]>(
+    `SELECT DISTINCT split_part(credentials, '.', 2) AS "keyId" FROM sources WHERE credentials IS NOT NULL ORDER BY 1`,
+  );
+  return rows.map((r) => r.keyId);
+}
+
 export interface NewSource {
   vendor: Vendor;
   id: string;

@@ -93,6 +93,11 @@ describe('a batch that fails under load', () => {
     expect(readyAnswers.filter((a) => a.status !== 200)).toEqual([]);
 
     expect(answers[BURST / 2]!.status).toBe(503);
+    // Split in halves, the failed batch isolates its bad row long before the ack deadline: most of
+    // the burst is stored (retried row by row, most of it was answered 503 past its deadline).
+    const refused = answers.filter((a) => a.status === 503).length;
+    console.log(`[batch failure under load] burst of ${BURST}: ${refused} answered 503`);
+    expect(refused).toBeLessThan(BURST / 4);
     expect(stored.has(marked.eventId as string)).toBe(false);
     for (const answer of answers) {
       expect([204, 503]).toContain(answer.status);

@@ -64,26 +64,31 @@ describe('createGroupCommitter', () => {
     expect(settled).toBe(true);
   });
 
-  it('falls back to one write per item when a batch fails, failing only the bad item', async () => {
+  /** Releases every pending write, lets the committer react, until `settled` has settled. */
+  async function releaseUntil(writer: ReturnType<typeof controlledWriter>, settled: Promise<unknown>): Promise<void> {
+    let done = false;
+    void settled.finally(() => (done = true));
+    for (let i = 0; i < 50 && !done; i++) {
+      writer.releaseAll();
+      await tick();
+    }
+  }
+
+  it('splits a failed batch in halves until the bad item is alone, failing only it', async () => {
     const writer = controlledWriter();
     const committer = createGroupCommitter({ writeBatch: (items: number[]) => writer.writeBatch(items), maxConcurrentBatches: 1 });
     const first = committer.submit(1, later());
     await tick();
-    const rest = [12, 13, 14].map((i) => committer.submit(i, later()));
+    const rest = [10, 11, 12, 13, 14, 15, 16, 17].map((i) => committer.submit(i, later()));
     const settled = Promise.allSettled([first, ...rest]);
-    writer.releaseAll(); // [1]
-    await tick();
-    writer.releaseAll(); // [12, 13, 14] fails
-    for (let i = 0; i < 3; i++) {
-      await tick();
-      writer.releaseAll(); // [12], then [13], then [14] alone
-    }
-    expect((await settled).map((s) => s.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
-    expect(writer.batches).toEqual([[1], [12, 13, 14], [12], [13], [14]]);
+    await releaseUntil(writer, settled);
+    expect((await settled).map((s) => s.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+    // 8 rows: the bad one is found in 6 statements after the batch (row by row would take 8).
+    expect(writer.batches).toEqual([[1], [10, 11, 12, 13, 14, 15, 16, 17], [10, 11, 12, 13], [10, 11], [12, 13], [12], [13], [14, 15, 16, 17]]);
     expect(committer.stats.fallbacks).toBe(1);
   });
 
-  it('retries a failed batch row by row within its own slot, never more writes at once than maxConcurrentBatches', async () => {
+  it('retries the halves within the failed batch\'s own slot, never more writes at once than maxConcurrentBatches', async () => {
     const writer = controlledWriter();
     const committer = createGroupCommitter({ writeBatch: (items: number[]) => writer.writeBatch(items), maxConcurrentBatches: 2 });
     const results = [committer.submit(1, later()), committer.submit(2, later())];
@@ -97,17 +102,14 @@ describe('createGroupCommitter', () => {
     results.push(committer.submit(21, later())); // a new delivery still gets the other slot
     const settled = Promise.allSettled(results);
     await tick();
-    expect(writer.batches.slice(3)).toEqual([[11], [21]]);
-    for (let i = 0; i < 6; i++) {
-      writer.releaseAll();
-      await tick();
-    }
+    expect(writer.batches.slice(3)).toEqual([[11, 12, 13], [21]]);
+    await releaseUntil(writer, settled);
     expect((await settled).filter((s) => s.status === 'rejected')).toHaveLength(1);
-    expect(writer.batches.slice(3)).toEqual([[11], [21], [12], [13], [14], [15]]);
+    expect(writer.batches.slice(3)).toEqual([[11, 12, 13], [21], [11, 12], [13], [14, 15]]);
     expect(writer.writes.most).toBe(2);
   });
 
-  it('does not retry a row whose deadline passed before its turn in the fallback', async () => {
+  it('does not retry a row whose deadline passed before its half was written', async () => {
     const writer = controlledWriter();
     let now = 1000;
     const committer = createGroupCommitter({ writeBatch: (items: number[]) => writer.writeBatch(items), maxConcurrentBatches: 1, now: () => now });
@@ -121,14 +123,12 @@ describe('createGroupCommitter', () => {
     await tick();
     writer.releaseAll(); // [12, 13, 14] fails
     await tick();
-    now = 5000; // 14's request was answered 503 while [12] was retried
-    writer.releaseAll(); // [12]
-    await tick();
-    writer.releaseAll(); // [13] fails again
+    now = 5000; // 14's request was answered 503 while the first half was retried
+    await releaseUntil(writer, Promise.allSettled([patient, bad, late]));
     await Promise.all(outcomes);
     expect(await patient).toBe('stored 12');
     await first;
-    expect(writer.batches).toEqual([[1], [12, 13, 14], [12], [13]]);
+    expect(writer.batches).toEqual([[1], [12, 13, 14], [12, 13], [12], [13]]);
   });
 
   it('refuses new items when the queue is full instead of queuing forever', async () => {

@@ -98,10 +98,12 @@ describe('download leases', () => {
 
   it('fetches and reports once a download slower than the lease, while another worker claims nothing', async () => {
     const pdf = samplePdf(20_000);
-    const { id, path: filePath } = await announce(servePdfSlowly(pdf, 3500));
+    // A 2 s lease, renewed every 667 ms: an event loop stalled by parallel test files for over a
+    // second still keeps it. The file takes twice the lease.
+    const { id, path: filePath } = await announce(servePdfSlowly(pdf, 4000));
     const notified = await listenForFinalStates(id);
-    const slow = createTestWorker({ db: t.db, log: t.logs.logger, workerId: 'slow', leaseSeconds: 1, timeoutMs: 10_000 });
-    const other = createTestWorker({ db: otherDb, log: t.logs.logger, workerId: 'other', leaseSeconds: 1 });
+    const slow = createTestWorker({ db: t.db, log: t.logs.logger, workerId: 'slow', leaseSeconds: 2, timeoutMs: 10_000 });
+    const other = createTestWorker({ db: otherDb, log: t.logs.logger, workerId: 'other', leaseSeconds: 2 });
     try {
       let finished = false;
       const downloading = slow.worker.runOnce().finally(() => (finished = true));
@@ -112,7 +114,7 @@ describe('download leases', () => {
         await new Promise((resolve) => setTimeout(resolve, 150));
       }
       expect(await downloading).toEqual(['done']);
-      expect(Date.now() - started).toBeGreaterThan(3000);
+      expect(Date.now() - started).toBeGreaterThan(3500);
     } finally {
       await Promise.all([slow.close(), other.close()]);
     }

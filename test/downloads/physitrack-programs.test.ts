@@ -181,6 +181,15 @@ describe('programs and their versions', () => {
     }
   });
 
+  it('keeps a notice sent again with other fields on its delivery and program: no second program', async () => {
+    const first = physitrackNotice({ patient_id: 'renamed', date_iso: 'unreadable', name: 'Knee' });
+    await send(first);
+    await send({ ...first, name: 'Knee renamed' }); // the same file_url: the same notice
+    expect(await deliveries()).toEqual([expect.objectContaining({ notice_count: 2, program_name: 'Knee' })]);
+    const rows = await programs();
+    expect(rows).toEqual([expect.objectContaining({ versions: 1, program_name: 'Knee', latest_delivery_id: (await deliveries())[0].id })]);
+  });
+
   it('creates the program from an update whose first notice was missed', async () => {
     await send(physitrackNotice({ patient_id: 'missed-first', date_iso: CREATED, updated: true }));
     expect(await programs()).toEqual([expect.objectContaining({ patient_id: 'missed-first', versions: 1 })]);

@@ -54,6 +54,8 @@ describe('the programs migration', () => {
     expect(knee).toMatchObject({ versions: 3, program_name: 'Knee, week 3', practitioner_token: 'tok-b', latest_delivery_id: before[2], current_delivery_id: before[1] });
     expect(knee.current_document_id).toBe((await pool.query("SELECT id FROM documents WHERE sha256 = repeat('2', 64)")).rows[0].id);
     expect(rows.filter((r) => r.patient_id === 'P2').map((r) => r.notice_key === null)).toEqual([true, false]);
+    // The same notice stored twice is one version.
+    expect(programs.find((p) => p.patient_id === 'P2')).toMatchObject({ versions: 1 });
     expect(new Set(rows.filter((r) => r.patient_id === 'P1').map((r) => r.program_id)).size).toBe(2); // two sources
 
     // Physitrack sends the repeated notice once more: it is counted on the newest of the two.

@@ -45,6 +45,11 @@ async function post(service: ServiceProcess, sourceId: string, secret: string): 
   return response.status;
 }
 
+async function changedAt(id: string, column: 'created_at' | 'updated_at'): Promise<number> {
+  const { rows } = await database.pool.query<{ at: Date }>(`SELECT ${column} AS at FROM sources WHERE id = $1`, [id]);
+  return rows[0]!.at.getTime();
+}
+
 /** Milliseconds until `service` answers `status` for this source, polling every 20 ms (fails past 5 s). */
 async function msUntil(service: ServiceProcess, sourceId: string, secret: string, status: number, since: number): Promise<number> {
   while ((await post(service, sourceId, secret)) !== status) {
@@ -61,15 +66,16 @@ describe('sources: hot reload across replicas', () => {
     await Promise.all(replicas.map((r) => r.waitReady()));
 
     const added = await operatorCli(['sources', 'add', 'patiro', '--name', 'Clinic A', '--json']);
-    const addedAt = Date.now();
     expect(added.code, added.stderr).toBe(0);
     const { id, signingSecret } = JSON.parse(added.stdout) as { id: string; signingSecret: string };
+    // From the commit (the database's clock, on this machine), not from when the CLI process ended.
+    const addedAt = await changedAt(id, 'created_at');
     const accepted = await Promise.all(replicas.map((r) => msUntil(r, id, signingSecret, 204, addedAt)));
     for (const ms of accepted) expect(ms).toBeLessThan(2000);
 
     const disabled = await operatorCli(['sources', 'disable', id]);
-    const disabledAt = Date.now();
     expect(disabled.code, disabled.stderr).toBe(0);
+    const disabledAt = await changedAt(id, 'updated_at');
     const refused = await Promise.all(replicas.map((r) => msUntil(r, id, signingSecret, 404, disabledAt)));
     for (const ms of refused) expect(ms).toBeLessThan(2000);
 

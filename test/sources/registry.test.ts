@@ -4,11 +4,13 @@ import { ConfigError, loadConfig } from '../../src/config.js';
 import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
 import { addSource } from '../../src/sources/manage.js';
 import { createSourceRegistry, type SourceRegistry } from '../../src/sources/registry.js';
-import { keyIdOf } from '../../src/sources/sealed.js';
-import { setSourceStatus } from '../../src/sources/sources-table.js';
+import { newSourceId } from '../../src/sources/credentials.js';
+import { createKeyring, keyIdOf } from '../../src/sources/sealed.js';
+import { insertSource, setSourceStatus } from '../../src/sources/sources-table.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { captureLogs } from '../helpers/logs.js';
 import { waitFor } from '../helpers/wait.js';
+import { startTcpProxy } from '../faults/tcp-proxy.js';
 
 const key = randomBytes(32);
 const otherKey = randomBytes(32);
@@ -56,7 +58,8 @@ describe('the source registry', () => {
   it('marks a source added later with a key it does not have as unreadable, and keeps serving the others', async () => {
     const good = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
     const r = await registry([key]);
-    const bad = await addSource(db, [otherKey], { vendor: 'patiro', name: 'Clinic B' });
+    // Sealed with a key the service does not have (the CLI refuses to do this, see its tests).
+    const bad = { row: await insertSource(db, { vendor: 'patiro', id: newSourceId(), name: 'Clinic B', tenantRef: null, credentials: createKeyring([otherKey]).seal('{}', 'x'), fingerprints: [] }) };
     await r.reload();
     const lookup = r.lookup('patiro', bad.row.id);
     expect(lookup.found === 'active' && lookup.source.unreadable).toMatch(/not in SOURCES_SECRET_KEY/);
@@ -91,6 +94,25 @@ describe('the source registry', () => {
     await waitFor(async () => (await database.pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'")).rows.length === 1, 5000);
     const second = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic B' });
     await waitFor(() => r.lookup('patiro', second.row.id).found === 'active', 2000);
+  });
+
+  it('replaces a listening connection that went silent (a half-open link), found by its periodic check', async () => {
+    const target = new URL(database.url);
+    const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
+    try {
+      const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, SOURCES_SECRET_KEY: key.toString('base64') });
+      const r = await createSourceRegistry({ db, config, log: captureLogs().logger, refreshIntervalMs: 300 });
+      opened.push(r);
+      await r.listen(proxy.urlFor(database.url));
+      const listening = async () =>
+        (await database.pool.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'")).rows.map((row) => row.pid);
+      const [before] = await listening();
+      proxy.cut({ newConnections: 'blackhole', currentConnections: 'freeze' });
+      await proxy.restore(); // new connections get through again; the frozen one stays silent
+      await waitFor(async () => (await listening()).some((pid) => pid !== before), 10_000);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('keeps serving the sources it has when the table cannot be read', async () => {

@@ -32,8 +32,8 @@ function delivery(eventId: string, eventType: string, signedOffset: number, data
 }
 
 async function tables() {
-  const events = await database.pool.query('SELECT event_id, event_type, occurred_at, data, signed_at, delivery_count FROM patiro_events ORDER BY event_id');
-  const patients = await database.pool.query('SELECT patient_id, data, signed_at, revealed_at, last_event_id FROM patiro_patients ORDER BY patient_id');
+  const events = await database.pool.query('SELECT source_id, event_id, event_type, occurred_at, data, signed_at, delivery_count FROM patiro_events ORDER BY event_id, source_id');
+  const patients = await database.pool.query('SELECT source_id, patient_id, data, signed_at, revealed_at, last_event_id FROM patiro_patients ORDER BY patient_id, source_id');
   const audit = await database.pool.query('SELECT count(*)::int AS n FROM webhook_audit');
   return { events: events.rows, patients: patients.rows, audit: audit.rows[0].n };
 }
@@ -84,12 +84,13 @@ describe('writePatiroBatch', () => {
       event: fc.constantFrom('e1', 'e2', 'e3'),
       type: fc.constantFrom('PatientRevealed', 'PatientUpdated', 'Other'),
       patient: fc.constantFrom('p1', 'p2'),
+      source: fc.constantFrom('default', 'clinicaaaaaaaaaaaaaa'),
       signed: fc.integer({ min: 0, max: 20 }),
       v: fc.integer({ min: 0, max: 1000 }),
     });
     await fc.assert(
       fc.asyncProperty(fc.array(arbitraryDelivery, { minLength: 1, maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 12, maxLength: 12 }), async (items, cuts) => {
-        const deliveries = items.map((d) => delivery(d.event, d.type, d.signed, { id: d.patient, v: d.v }));
+        const deliveries = items.map((d) => ({ ...delivery(d.event, d.type, d.signed, { id: d.patient, v: d.v }), sourceId: d.source }));
         await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit');
         for (const d of deliveries) await writePatiroBatch(db, [d]);
         const oneByOne = await tables();

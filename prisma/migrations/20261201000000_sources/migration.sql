@@ -1,3 +1,6 @@
+-- A table busy with old replicas' writes makes this fail within 10 s instead of queueing every query.
+SET LOCAL lock_timeout = '10s';
+
 -- Sources: one sender configuration each (one clinic's Patiro webhook, one Physitrack integration).
 -- The `default` source is configured by environment variables; its rows (one per vendor) hold only
 -- its status and health, never credentials. Every other id is random and unique across vendors.

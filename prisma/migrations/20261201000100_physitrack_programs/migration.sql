@@ -1,4 +1,6 @@
 -- Physitrack notices: one delivery per notice however often it is sent, and programs with their versions.
+-- A table busy with old replicas' writes makes this fail within 10 s instead of queueing every query.
+SET LOCAL lock_timeout = '10s';
 
 -- A program's key within its source and patient. Physitrack sends no program id; date_iso is "the
 -- date on which the program was created", so it stays the same across updates while the name may
@@ -8,7 +10,7 @@ CREATE FUNCTION "physitrack_program_key"(created_at TIMESTAMPTZ, program_date DA
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT encode(sha256(convert_to(CASE
     WHEN created_at IS NOT NULL THEN 'created:' || to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
-    ELSE 'date:' || coalesce(program_date::text, '') || ':name:' || program_name
+    ELSE 'date:' || coalesce(to_char(program_date, 'YYYY-MM-DD'), '') || ':name:' || program_name
   END, 'UTF8')), 'hex')
 $$;
 
@@ -69,7 +71,7 @@ WITH keyed AS (
         (array_agg("program_created_at" ORDER BY "id" DESC))[1],
         (array_agg("program_date" ORDER BY "id" DESC))[1],
         (array_agg("program_name" ORDER BY "id" DESC))[1],
-        count(*), max("id"),
+        count(DISTINCT "file_url"), max("id"),
         (array_agg("document_id" ORDER BY "id" DESC) FILTER (WHERE "download_status" = 'done' AND "document_id" IS NOT NULL))[1],
         max("id") FILTER (WHERE "download_status" = 'done' AND "document_id" IS NOT NULL),
         min("received_at"), greatest(max("received_at"), max("downloaded_at"))

@@ -26,7 +26,7 @@ const list = command<ListArgs>({
   path: ['events', 'list'],
   synopsis: '[--source ID] [--type T] [--since 2h] [--limit N]',
   summary: 'Recent Patiro events, most recently received first (without their data).',
-  details: `  --source ID  only this source's events (default: the environment's source)
+  details: `  --source ID  only this source's events (default: every source's)
   --type T     only this event_type (PatientRevealed, PatientUpdated, …)
   --since 2h   only events received within this time (d, h or m)
   --limit N    at most N rows (default 50)

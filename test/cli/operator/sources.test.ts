@@ -1,3 +1,7 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TEST_SOURCES_KEY } from '../../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../../helpers/database.js';
@@ -65,6 +69,28 @@ describe('cli sources add', () => {
     const noKey = await cli(['sources', 'add', 'patiro', '--name', 'Clinic A'], { DATABASE_URL: database.url });
     expect(noKey.code).toBe(2);
     expect(noKey.stderr).toMatch(/set SOURCES_SECRET_KEY/);
+  });
+
+  it('refuses to seal with a key that is not the one the existing sources were sealed with', async () => {
+    await add('patiro', '--name', 'Clinic A');
+    const otherKey = Buffer.alloc(32, 9).toString('base64');
+    const refused = await cli(['sources', 'add', 'patiro', '--name', 'Clinic B'], { ...env, SOURCES_SECRET_KEY: otherKey });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/does not include key [0-9a-f]{8}, which sealed the sources already in this database/);
+    // Listing the old key after the new one is a key rotation, and works.
+    expect((await cli(['sources', 'add', 'patiro', '--name', 'Clinic B'], { ...env, SOURCES_SECRET_KEY: `${otherKey},${TEST_SOURCES_KEY}` })).code).toBe(0);
+  });
+
+  it('outside production, never makes up a key of its own (a real process, no dev-secrets.json)', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'cli-no-dev-secrets-'));
+    try {
+      const result = await spawnCli(['sources', 'add', 'patiro', '--name', 'Clinic A'], { DATABASE_URL: database.url, DATA_DIR: dataDir });
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/set SOURCES_SECRET_KEY/);
+      expect(existsSync(path.join(dataDir, 'dev-secrets.json'))).toBe(false);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
 
