@@ -158,7 +158,7 @@ type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: 
 async function insertOnce(db: Database, rows: string, audit: string): Promise<InsertedRow[]> {
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return (await poolOf(db).query<InsertedRow>(INSERT_BATCH, [rows, audit])).rows;
+      return (await poolOf(db).query<InsertedRow>({ name: 'physitrack_insert_batch', text: INSERT_BATCH, values: [rows, audit] })).rows;
     } catch (err) {
       const { code, column } = err as { code?: string; column?: string };
       if (code !== '23502' || column !== 'program_id' || attempt === 3) throw err;
@@ -249,7 +249,7 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
   return {
     leaseSeconds,
     async claim(limit) {
-      const { rows } = await pool.query<Omit<ClaimedDelivery, 'id'> & { id: string }>(CLAIM, [limit, workerId, leaseSeconds]);
+      const { rows } = await pool.query<Omit<ClaimedDelivery, 'id'> & { id: string }>({ name: 'physitrack_claim', text: CLAIM, values: [limit, workerId, leaseSeconds] });
       return rows.map((r) => ({ ...r, id: BigInt(r.id) }));
     },
     async expireOverdue() {
@@ -264,7 +264,7 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
       return (rowCount ?? 0) > 0;
     },
     async markDone({ id, token }, documentId) {
-      return ((await pool.query(MARK_DONE, [id, token, documentId])).rowCount ?? 0) > 0;
+      return ((await pool.query({ name: 'physitrack_mark_done', text: MARK_DONE, values: [id, token, documentId] })).rowCount ?? 0) > 0;
     },
     markFailed: ({ id, token }, error, httpStatus) =>
       update(

@@ -4,6 +4,7 @@ import { recordRefusedDelivery } from '../audit.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import { WebhookError } from '../errors.js';
+import { logOutcome } from '../http/request-log.js';
 import { activeSecrets } from '../sources/credentials.js';
 import type { Source } from '../sources/registry.js';
 import { storeWithinDeadline } from './ack-deadline.js';
@@ -66,7 +67,7 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, ..
       remainingMs,
       () => recordRefusedDelivery(db, { ...audit, eventId: event.eventId, statusCode: 503 }, request.log),
     );
-    request.log.info({ vendor: 'patiro', sourceId: source.id, eventId: event.eventId, eventType: event.eventType, redelivery: !inserted }, 'patiro event stored');
+    logOutcome(request, 'patiro event stored', { vendor: 'patiro', sourceId: source.id, eventId: event.eventId, eventType: event.eventType, redelivery: !inserted });
     return reply.code(204).send();
   };
 

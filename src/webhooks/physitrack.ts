@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import { checkFileUrl } from '../downloads/url-policy.js';
 import { WebhookError } from '../errors.js';
+import { logOutcome } from '../http/request-log.js';
 import { activeSecrets } from '../sources/credentials.js';
 import type { Source } from '../sources/registry.js';
 import { storeWithinDeadline } from './ack-deadline.js';
@@ -75,12 +76,13 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
       remainingMs,
       () => recordRefusedDelivery(db, { ...audit, statusCode: 503 }, request.log),
     );
-    const log = request.log.child({ vendor: 'physitrack', sourceId: source.id, deliveryId: String(stored.id), host: check.host ?? null, redelivery: stored.redelivery });
+    const fields = { vendor: 'physitrack', sourceId: source.id, deliveryId: String(stored.id), host: check.host ?? null, redelivery: stored.redelivery };
     if (!check.ok) {
-      log.warn({ reason: check.reason }, 'physitrack delivery recorded, but its file URL is refused');
+      request.log.warn({ ...fields, reason: check.reason }, 'physitrack delivery recorded, but its file URL is refused');
       throw new WebhookError('WH_ERR_URL_REFUSED', `The file URL is refused by the download policy: ${check.reason}`);
     }
-    log.info({ updated: notice.updated, downloadStatus: stored.downloadStatus }, stored.redelivery ? 'physitrack notice received again' : 'physitrack delivery stored');
+    const msg = stored.redelivery ? 'physitrack notice received again' : 'physitrack delivery stored';
+    logOutcome(request, msg, { ...fields, updated: notice.updated, downloadStatus: stored.downloadStatus });
     // A new notice, or one that put a failed or expired delivery back in the queue.
     if (stored.downloadStatus === 'pending') onStored?.();
     return reply.code(204).send();
