@@ -9,24 +9,31 @@ import { notifySql } from '../db/notify.js';
 /**
  * CTEs for the delivery insert (downloads/queue.ts), from its `input` CTE (source_id, notice_key,
  * patient_id, program_key, practitioner_token, program_created_at, program_date, program_name, id, ord):
+ * `keyed` is the input with the program and the earlier delivery of each notice, if any, and
  * `program` maps each key to its program id, creating the programs not seen before. A new
  * program's versions and latest delivery are its deliveries in this batch. A program created by
  * another transaction meanwhile is in neither list: its deliveries get no program id, the
  * statement fails on program_id's NOT NULL, and insertDeliveries runs it again (it is found then).
  */
 export const PROGRAM_CTES = `
-known AS (
-  SELECT p.id AS program_id, p.source_id, p.patient_id, p.program_key
-  FROM physitrack_programs p JOIN (SELECT DISTINCT source_id, patient_id, program_key FROM input) k USING (source_id, patient_id, program_key)
+keyed AS (
+  -- Per-row lookups on purpose: planned as joins against an estimate of 100 input rows, a young
+  -- table was scanned whole (a hash join), at a cost that grows with every row stored.
+  SELECT i.*,
+    (SELECT p.id FROM physitrack_programs p
+     WHERE p.source_id = i.source_id AND p.patient_id = i.patient_id AND p.program_key = i.program_key) AS known_program_id,
+    (SELECT e.program_id FROM physitrack_deliveries e WHERE e.source_id = i.source_id AND e.notice_key = i.notice_key) AS notice_program_id
+  FROM input i
+), known AS (
+  SELECT DISTINCT known_program_id AS program_id, source_id, patient_id, program_key FROM keyed WHERE known_program_id IS NOT NULL
 ), created AS (
   INSERT INTO physitrack_programs AS p (source_id, patient_id, program_key, practitioner_token, program_created_at, program_date,
                                         program_name, versions, latest_delivery_id)
   SELECT DISTINCT ON (source_id, patient_id, program_key) source_id, patient_id, program_key, practitioner_token, program_created_at,
          program_date, program_name, count(*) OVER keyed, max(id) OVER keyed
-  FROM input i
-  WHERE NOT EXISTS (SELECT 1 FROM known k WHERE (k.source_id, k.patient_id, k.program_key) = (i.source_id, i.patient_id, i.program_key))
-    -- A notice seen before keeps its delivery's program, whatever its fields say now.
-    AND NOT EXISTS (SELECT 1 FROM physitrack_deliveries d WHERE d.source_id = i.source_id AND d.notice_key = i.notice_key)
+  FROM keyed i
+  -- A notice seen before keeps its delivery's program, whatever its fields say now.
+  WHERE known_program_id IS NULL AND notice_program_id IS NULL
   WINDOW keyed AS (PARTITION BY source_id, patient_id, program_key)
   ORDER BY source_id, patient_id, program_key, ord DESC
   ON CONFLICT (source_id, patient_id, program_key) DO NOTHING

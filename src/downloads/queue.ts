@@ -123,11 +123,10 @@ WITH input AS (
   INSERT INTO physitrack_deliveries AS d
     (id, source_id, notice_key, notice_count, program_id, practitioner_token, patient_id, file_url, program_name, program_date,
      program_created_at, updated, download_status, last_error, deadline_at)
-  SELECT i.id, i.source_id, i.notice_key, i.n,
-         COALESCE(p.program_id, (SELECT e.program_id FROM physitrack_deliveries e WHERE e.source_id = i.source_id AND e.notice_key = i.notice_key)),
-         i.practitioner_token, i.patient_id, i.file_url, i.program_name,
-         i.program_date, i.program_created_at, i.updated, i.download_status, i.refusal, now() + make_interval(hours => i.deadline_hours)
-  FROM input i LEFT JOIN program p USING (source_id, patient_id, program_key)
+  SELECT i.id, i.source_id, i.notice_key, i.n, COALESCE(i.notice_program_id, p.program_id), i.practitioner_token, i.patient_id,
+         i.file_url, i.program_name, i.program_date, i.program_created_at, i.updated, i.download_status, i.refusal,
+         now() + make_interval(hours => i.deadline_hours)
+  FROM keyed i LEFT JOIN program p USING (source_id, patient_id, program_key)
   ON CONFLICT (source_id, notice_key) DO UPDATE SET
     notice_count    = d.notice_count + EXCLUDED.notice_count,
     last_notice_at  = now(),
@@ -158,7 +157,10 @@ type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: 
 async function insertOnce(db: Database, rows: string, audit: string): Promise<InsertedRow[]> {
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return (await poolOf(db).query<InsertedRow>({ name: 'physitrack_insert_batch', text: INSERT_BATCH, values: [rows, audit] })).rows;
+      // Unnamed, so planned each time (about 1–2 ms a batch): its UPDATE of known programs joins a
+      // table, and a named statement's plan, cached while the tables were young, would scan them
+      // whole for good (measured: 10 ms a batch at 12,800 rows, growing; docs/performance.md).
+      return (await poolOf(db).query<InsertedRow>(INSERT_BATCH, [rows, audit])).rows;
     } catch (err) {
       const { code, column } = err as { code?: string; column?: string };
       if (code !== '23502' || column !== 'program_id' || attempt === 3) throw err;
@@ -249,7 +251,8 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
   return {
     leaseSeconds,
     async claim(limit) {
-      const { rows } = await pool.query<Omit<ClaimedDelivery, 'id'> & { id: string }>({ name: 'physitrack_claim', text: CLAIM, values: [limit, workerId, leaseSeconds] });
+      // Unnamed, so planned each time: a plan cached on a young table would scan the whole table later.
+      const { rows } = await pool.query<Omit<ClaimedDelivery, 'id'> & { id: string }>(CLAIM, [limit, workerId, leaseSeconds]);
       return rows.map((r) => ({ ...r, id: BigInt(r.id) }));
     },
     async expireOverdue() {
@@ -264,7 +267,7 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
       return (rowCount ?? 0) > 0;
     },
     async markDone({ id, token }, documentId) {
-      return ((await pool.query({ name: 'physitrack_mark_done', text: MARK_DONE, values: [id, token, documentId] })).rowCount ?? 0) > 0;
+      return ((await pool.query(MARK_DONE, [id, token, documentId])).rowCount ?? 0) > 0;
     },
     markFailed: ({ id, token }, error, httpStatus) =>
       update(
