@@ -2,7 +2,9 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { buildTestApp, type TestApp } from '../helpers/app.js';
+import { addSource } from '../../src/sources/manage.js';
+import { setSourceStatus } from '../../src/sources/sources-table.js';
+import { buildTestApp, TEST_SOURCES_KEY, type TestApp } from '../helpers/app.js';
 import { createTestDatabase, unreachableDatabaseUrl, type TestDatabase } from '../helpers/database.js';
 import { captureLogs } from '../helpers/logs.js';
 import { PATIRO_SECRET, patiroEvent, signedPatiroRequest } from '../helpers/patiro.js';
@@ -95,8 +97,18 @@ describe('POST /webhooks/patiro: refusals', () => {
 });
 
 describe('POST /webhooks/patiro: never the status that stops Patiro retrying', () => {
-  it('answers no random request with 403 or any 5xx', async () => {
+  it('answers no random request with 403 or any 5xx, on any source path', async () => {
     const valid = JSON.stringify(patiroEvent());
+    const keys = [Buffer.from(TEST_SOURCES_KEY, 'base64')];
+    const active = (await addSource(t.db, keys, { vendor: 'patiro', name: 'Clinic A' })).row.id;
+    const disabled = (await addSource(t.db, keys, { vendor: 'patiro', name: 'Clinic B' })).row.id;
+    await setSourceStatus(t.db, disabled, 'disabled');
+    await t.sources.reload();
+    // The environment's source, a table source, a disabled one, and ids that name no source.
+    const path = fc.oneof(
+      fc.constantFrom('/webhooks/patiro', '/webhooks/patiro/default', `/webhooks/patiro/${active}`, `/webhooks/patiro/${disabled}`),
+      fc.string({ minLength: 1 }).map((id) => `/webhooks/patiro/${encodeURIComponent(id)}`),
+    );
     await fc.assert(
       fc.asyncProperty(
         fc.record({
@@ -105,20 +117,24 @@ describe('POST /webhooks/patiro: never the status that stops Patiro retrying', (
           signature: fc.oneof(fc.constant(undefined), fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF'), minLength: 64, maxLength: 64 }), fc.string()),
           timestamp: fc.oneof(fc.constant(undefined), fc.constant(String(Date.now())), fc.string(), fc.bigInt({ min: 0n, max: 10n ** 30n }).map(String)),
           query: fc.oneof(fc.constant(''), fc.string().map((s) => `?token=${encodeURIComponent(s)}`), fc.constant('?a[b]=1&__proto__=x')),
+          path,
         }),
-        async ({ body, contentType, signature, timestamp, query }) => {
+        async ({ body, contentType, signature, timestamp, query, path: url }) => {
           const headers: Record<string, string> = {};
           if (contentType) headers['content-type'] = contentType;
           if (signature !== undefined) headers['x-patiro-hmacsha256'] = signature.replace(/[^\x20-\x7e]/g, '');
           if (timestamp !== undefined) headers['x-patiro-timestamp'] = timestamp.replace(/[^\x20-\x7e]/g, '');
-          const res = await t.app.inject({ method: 'POST', url: `/webhooks/patiro${query}`, headers, payload: body });
+          const res = await t.app.inject({ method: 'POST', url: `${url}${query}`, headers, payload: body });
           expect(res.statusCode).not.toBe(403);
           expect(res.statusCode).toBeLessThan(500);
-          expect([204, 400, 401, 413, 415]).toContain(res.statusCode);
+          expect([204, 400, 401, 404, 413, 415]).toContain(res.statusCode);
+          // 404 only where there is no active source; an active one authenticates.
+          if (res.statusCode === 404) expect(url === `/webhooks/patiro/${active}` || url === '/webhooks/patiro' || url === '/webhooks/patiro/default').toBe(false);
         },
       ),
       { numRuns: 300 },
     );
+    await database.pool.query('DELETE FROM sources WHERE id = ANY($1)', [[active, disabled]]);
   });
 });
 
