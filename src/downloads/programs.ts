@@ -7,7 +7,7 @@ import { notifySql } from '../db/notify.js';
 // function is defined by the migration, so the service and the migration share one definition.
 
 /**
- * CTEs for the delivery insert (downloads/queue.ts), from its `input` CTE (source_id, notice_key,
+ * CTEs for the delivery insert (downloads/intake.ts), from its `input` CTE (source_id, notice_key,
  * patient_id, program_key, practitioner_token, program_created_at, program_date, program_name, id, ord):
  * `keyed` is the input with the program and the earlier delivery of each notice, if any, and
  * `program` maps each key to its program id, creating the programs not seen before. A new

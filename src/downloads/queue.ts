@@ -1,12 +1,10 @@
-import { createHash } from 'node:crypto';
-import { auditInsertSql } from '../audit.js';
 import { poolOf, reservedPoolOf, type Database } from '../db/client.js';
 import { notifySql } from '../db/notify.js';
-import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
-import { BUMP_PROGRAMS_CTE, CURRENT_DOCUMENT_CTES, PROGRAM_CTES } from './programs.js';
+import { CURRENT_DOCUMENT_CTES } from './programs.js';
 
-// This module owns physitrack_deliveries: its insert, its download state machine (claim, report
-// back, expire, requeue) and the NOTIFY each state change sends. Nothing else writes the table.
+// physitrack_deliveries' SQL lives here and in intake.ts, nothing else writes the table: here the
+// download state machine (claim, renew, report back, expire, requeue) and the table's one NOTIFY
+// payload; in intake.ts the arrival of notices.
 
 const DEADLINE_PASSED = 'The download deadline passed before the PDF could be fetched.';
 
@@ -62,8 +60,8 @@ WHERE download_status IN ('pending', 'downloading') AND next_attempt_at <= now()
 const LAST_CHANCE = "interval '30 seconds'";
 
 /** The one NOTIFY payload of this table: a delivery's id, source and download status. */
-function notifyDelivery(status: string): string {
-  return notifySql({ vendor: "'physitrack'", table: "'physitrack_deliveries'", id: 'id::text', source: 'source_id', downloadStatus: status });
+export function notifyDelivery(status: string, extra: Record<string, string> = {}): string {
+  return notifySql({ vendor: "'physitrack'", table: "'physitrack_deliveries'", id: 'id::text', source: 'source_id', downloadStatus: status, ...extra });
 }
 
 /**
@@ -75,136 +73,6 @@ function notifyingFinalStates(update: string): string {
   SELECT ${notifyDelivery('download_status')} FROM changed WHERE download_status IN ('done', 'failed', 'expired')
 )
 SELECT id FROM changed, (SELECT count(*) FROM notified) AS n`;
-}
-
-export interface NewDelivery {
-  /** The source (integration) it was sent to. */
-  sourceId: string;
-  notice: PhysitrackNotice;
-  /** Set when the download policy refused file_url: the row is kept as `failed`, never fetched. */
-  refusal: string | null;
-  deadlineHours: number;
-  bodySha256: string;
-  sourceAddress: string | null;
-}
-
-export interface StoredDelivery {
-  id: bigint;
-  /** The same notice (source and file_url) had been received before: this is its delivery. */
-  redelivery: boolean;
-  /** After this notice: `pending` for a new or requeued delivery, else whatever it was. */
-  downloadStatus: string;
-}
-
-/** sha256 of file_url: the notice's identity within its source (the migration computes the same). */
-export const noticeKeyOf = (fileUrl: string) => createHash('sha256').update(fileUrl, 'utf8').digest('hex');
-
-/** A failed download (not a refused URL) or an expired one is tried again when Physitrack sends the notice again. */
-const REQUEUE_ON_NOTICE = `d.download_status IN ('failed', 'expired') AND EXCLUDED.download_status = 'pending'`;
-
-/**
- * A batch of notices in one atomic statement: their programs, their delivery rows (each also its
- * download job) and one audit row per notice received. The rows arrive folded to one per notice
- * (source, file_url) with its count n, since ON CONFLICT may touch a row only once per statement.
- * A notice seen before is its earlier delivery: counted, and requeued with a new deadline if it had
- * failed or expired. Ids are drawn in the input CTE, which PostgreSQL evaluates once.
- */
-const INSERT_BATCH = `
-WITH input AS (
-  SELECT nextval(pg_get_serial_sequence('physitrack_deliveries', 'id')) AS id, t.*,
-         CASE WHEN t.refusal IS NULL THEN 'pending' ELSE 'failed' END AS download_status,
-         physitrack_program_key(t.program_created_at, t.program_date, t.program_name) AS program_key
-  FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
-    source_id text, notice_key text, n int, practitioner_token text, patient_id text, file_url text, program_name text,
-    program_date date, program_created_at timestamptz, updated boolean, refusal text, deadline_hours int)) WITH ORDINALITY AS t(
-    source_id, notice_key, n, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
-    refusal, deadline_hours, ord)
-), ${PROGRAM_CTES}, delivery AS (
-  INSERT INTO physitrack_deliveries AS d
-    (id, source_id, notice_key, notice_count, program_id, practitioner_token, patient_id, file_url, program_name, program_date,
-     program_created_at, updated, download_status, last_error, deadline_at)
-  SELECT i.id, i.source_id, i.notice_key, i.n, COALESCE(i.notice_program_id, p.program_id), i.practitioner_token, i.patient_id,
-         i.file_url, i.program_name, i.program_date, i.program_created_at, i.updated, i.download_status, i.refusal,
-         now() + make_interval(hours => i.deadline_hours)
-  FROM keyed i LEFT JOIN program p USING (source_id, patient_id, program_key)
-  ON CONFLICT (source_id, notice_key) DO UPDATE SET
-    notice_count    = d.notice_count + EXCLUDED.notice_count,
-    last_notice_at  = now(),
-    download_status = CASE WHEN ${REQUEUE_ON_NOTICE} THEN 'pending' ELSE d.download_status END,
-    deadline_at     = CASE WHEN ${REQUEUE_ON_NOTICE} THEN EXCLUDED.deadline_at ELSE d.deadline_at END,
-    next_attempt_at = CASE WHEN ${REQUEUE_ON_NOTICE} THEN now() ELSE d.next_attempt_at END
-  RETURNING d.id, d.source_id, d.notice_key, d.program_id, d.download_status, d.practitioner_token, d.program_name, (xmax = 0) AS inserted
-), ${BUMP_PROGRAMS_CTE}, audit AS (
-  ${auditInsertSql(`SELECT a.source_id, 'physitrack', dl.id::text, CASE WHEN a.refused THEN 422 ELSE 204 END, a.body_sha256, a.source_address
-  FROM jsonb_to_recordset($2::jsonb) AS a(source_id text, notice_key text, refused boolean, body_sha256 text, source_address text)
-  JOIN delivery dl ON dl.source_id = a.source_id AND dl.notice_key = a.notice_key`)}
-), notify AS (
-  SELECT ${notifySql({ vendor: "'physitrack'", table: "'physitrack_deliveries'", id: 'id::text', source: 'source_id', downloadStatus: 'download_status', redelivery: 'NOT inserted' })}
-  FROM delivery
-)
-SELECT id, source_id AS "sourceId", notice_key AS "noticeKey", inserted, download_status AS "downloadStatus"
-FROM delivery, (SELECT count(*) FROM notify) AS notified`;
-
-const keyOf = (sourceId: string, noticeKey: string) => `${sourceId}\u0000${noticeKey}`;
-
-type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: boolean; downloadStatus: string };
-
-/**
- * Runs the statement; again if a program it was creating was created by another transaction at
- * the same moment (see programs.ts): by then that transaction has committed, and the statement
- * finds the program. Plain pg: the error's column tells this case from any other.
- */
-async function insertOnce(db: Database, rows: string, audit: string): Promise<InsertedRow[]> {
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      // Unnamed, so planned each time (about 1–2 ms a batch): its UPDATE of known programs joins a
-      // table, and a named statement's plan, cached while the tables were young, would scan them
-      // whole for good (measured: 10 ms a batch at 12,800 rows, growing; docs/performance.md).
-      return (await poolOf(db).query<InsertedRow>(INSERT_BATCH, [rows, audit])).rows;
-    } catch (err) {
-      const { code, column } = err as { code?: string; column?: string };
-      if (code !== '23502' || column !== 'program_id' || attempt === 3) throw err;
-    }
-  }
-}
-
-/** Stores the batch in one statement; resolves with each notice's delivery, in order. */
-export async function insertDeliveries(db: Database, batch: NewDelivery[]): Promise<StoredDelivery[]> {
-  const folded = new Map<string, { first: NewDelivery; noticeKey: string; n: number }>();
-  const keys = batch.map((d) => {
-    const noticeKey = noticeKeyOf(d.notice.fileUrl);
-    const key = keyOf(d.sourceId, noticeKey);
-    const seen = folded.get(key);
-    if (seen) seen.n += 1;
-    else folded.set(key, { first: d, noticeKey, n: 1 });
-    return { key, noticeKey };
-  });
-  const rows = [...folded.values()].map(({ first: { sourceId, notice, refusal, deadlineHours }, noticeKey, n }) => ({
-    source_id: sourceId,
-    notice_key: noticeKey,
-    n,
-    practitioner_token: notice.practitionerToken,
-    patient_id: notice.patientId,
-    file_url: notice.fileUrl,
-    program_name: notice.programName,
-    program_date: notice.programDate,
-    program_created_at: notice.programCreatedAt,
-    updated: notice.updated,
-    refusal,
-    deadline_hours: deadlineHours,
-  }));
-  const audit = batch.map((d, i) => ({ source_id: d.sourceId, notice_key: keys[i]!.noticeKey, refused: d.refusal !== null, body_sha256: d.bodySha256, source_address: d.sourceAddress }));
-  const stored = await insertOnce(db, JSON.stringify(rows), JSON.stringify(audit));
-  if (stored.length !== rows.length) throw new Error(`the batch insert returned ${stored.length} rows for ${rows.length} notices`);
-  const byKey = new Map(stored.map((r) => [keyOf(r.sourceId, r.noticeKey), r]));
-  // The first of several identical notices in a batch is the new one; the others repeat it.
-  const answered = new Set<string>();
-  return keys.map(({ key }) => {
-    const row = byKey.get(key)!;
-    const redelivery = !row.inserted || answered.has(key);
-    answered.add(key);
-    return { id: BigInt(row.id), redelivery, downloadStatus: row.downloadStatus };
-  });
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Database } from '../db/client.js';
 import { createGroupCommitter, type StoreOptions } from '../db/group-commit.js';
-import { insertDeliveries, type NewDelivery, type StoredDelivery } from '../downloads/queue.js';
+import { insertDeliveries, type NewDelivery, type StoredDelivery } from '../downloads/intake.js';
 
 export type PhysitrackDelivery = NewDelivery;
 
