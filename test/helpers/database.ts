@@ -9,6 +9,18 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
+/**
+ * A pool for assertions. `pool.end()` resolves before its connections have closed, and DROP
+ * DATABASE … WITH (FORCE) right after sends them 57P01: a client without an 'error' listener then
+ * throws it as an uncaught exception (seen in CI, where vitest fails the run on it).
+ */
+export function quietPool(url: string, max = 4): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
+}
+
 /** A fresh, migrated database for one test file, copied from the run's template. */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const adminUrl = inject('databaseAdminUrl');
@@ -25,7 +37,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   }
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const pool = new pg.Pool({ connectionString: url.toString(), max: 4 });
+  const pool = quietPool(url.toString());
   return {
     url: url.toString(),
     pool,

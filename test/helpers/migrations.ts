@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { DEFAULT_MIGRATIONS_DIR, migrate } from '../../src/db/migrate.js';
-import type { TestDatabase } from './database.js';
+import { quietPool, type TestDatabase } from './database.js';
 
 export interface EmptyDatabase {
   url: string;
@@ -20,7 +20,7 @@ export async function emptyDatabase(base: TestDatabase, label: string): Promise<
   const target = new URL(base.url);
   target.pathname = `/${name}`;
   const url = target.toString();
-  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  const pool = quietPool(url);
   return {
     url,
     pool,
