@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type pg from 'pg';
 import { auditInsertSql } from '../audit.js';
 import { poolOf, type Database } from '../db/client.js';
 import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
@@ -81,6 +82,33 @@ const keyOf = (sourceId: string, noticeKey: string) => `${sourceId}\u0000${notic
 type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: boolean; downloadStatus: string };
 
 /**
+ * The batch statement is a named one, parsed and planned once per connection (half the time of
+ * planning it at every batch, docs/performance.md). A named statement keeps its first plan, and
+ * planned while the tables were young, its lookups were sequential scans that grew with every row
+ * stored. Its transaction turns them off, so the plan finds rows only through their indexes,
+ * whatever the tables' statistics were when it was made.
+ */
+export const INTAKE_PLANNER_SETTINGS = 'SET LOCAL enable_seqscan = off';
+export const INTAKE_STATEMENT = { name: 'physitrack_intake', text: INSERT_BATCH } as const;
+
+async function insertInTransaction(pool: pg.Pool, values: [string, string]): Promise<InsertedRow[]> {
+  const client = await pool.connect();
+  let unusable: Error | undefined;
+  try {
+    await client.query(`BEGIN; ${INTAKE_PLANNER_SETTINGS}`);
+    const { rows } = await client.query<InsertedRow>({ ...INTAKE_STATEMENT, values });
+    await client.query('COMMIT');
+    return rows;
+  } catch (err) {
+    // A connection that cannot even roll back (gone, or still busy after a timeout) is not reused.
+    await client.query('ROLLBACK').catch((rollbackErr: Error) => void (unusable = rollbackErr));
+    throw err;
+  } finally {
+    client.release(unusable);
+  }
+}
+
+/**
  * Runs the statement; again if a program it was creating was created by another transaction at
  * the same moment (see programs.ts): by then that transaction has committed, and the statement
  * finds the program. Plain pg: the error's column tells this case from any other.
@@ -88,10 +116,7 @@ type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: 
 async function insertOnce(db: Database, rows: string, audit: string): Promise<InsertedRow[]> {
   for (let attempt = 1; ; attempt += 1) {
     try {
-      // Unnamed, so planned each time (about 1–2 ms a batch): its UPDATE of known programs joins a
-      // table, and a named statement's plan, cached while the tables were young, would scan them
-      // whole for good (measured: 10 ms a batch at 12,800 rows, growing; docs/performance.md).
-      return (await poolOf(db).query<InsertedRow>(INSERT_BATCH, [rows, audit])).rows;
+      return await insertInTransaction(poolOf(db), [rows, audit]);
     } catch (err) {
       const { code, column } = err as { code?: string; column?: string };
       if (code !== '23502' || column !== 'program_id' || attempt === 3) throw err;

@@ -18,7 +18,8 @@ import { notifySql } from '../db/notify.js';
 export const PROGRAM_CTES = `
 keyed AS (
   -- Per-row lookups on purpose: planned as joins against an estimate of 100 input rows, a young
-  -- table was scanned whole (a hash join), at a cost that grows with every row stored.
+  -- table was scanned whole (a hash join), at a cost that grows with every row stored. Index
+  -- lookups whatever the statistics: intake.ts plans the statement without sequential scans.
   SELECT i.*,
     (SELECT p.id FROM physitrack_programs p
      WHERE p.source_id = i.source_id AND p.patient_id = i.patient_id AND p.program_key = i.program_key) AS known_program_id,
@@ -58,7 +59,8 @@ bump AS (
   FROM (SELECT program_id, count(*) AS n, max(id) AS latest,
                (array_agg(practitioner_token ORDER BY id DESC))[1] AS token, (array_agg(program_name ORDER BY id DESC))[1] AS name
         FROM delivery WHERE inserted AND program_id IN (SELECT program_id FROM known) GROUP BY program_id) b
-  WHERE p.id = b.program_id
+  -- Found by primary key from a list, never by joining the table: a join may scan all of it.
+  WHERE p.id = ANY (ARRAY(SELECT program_id FROM known)) AND p.id = b.program_id
 )`;
 
 /**
