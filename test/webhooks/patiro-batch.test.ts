@@ -67,6 +67,27 @@ describe('writePatiroBatch', () => {
     expect(patients[0].revealed_at.toISOString()).toBe('2026-10-31T08:00:00.123Z');
   });
 
+  it('writes no new patient row version for a delivery that changes nothing, and does for one that does', async () => {
+    // xmin is the transaction that wrote the row's current version: unchanged means not rewritten.
+    const version = async () => (await database.pool.query(`SELECT xmin::text AS v, revealed_at FROM patiro_patients WHERE patient_id = 'p5'`)).rows[0];
+    await writePatiroBatch(db, [delivery('u5', 'PatientUpdated', 5, { id: 'p5', v: 'newest' })]);
+    const written = await version();
+    await writePatiroBatch(db, [delivery('u5', 'PatientUpdated', 5, { id: 'p5', v: 'newest' })]); // the same delivery again
+    await writePatiroBatch(db, [delivery('u3', 'PatientUpdated', 3, { id: 'p5', v: 'older' })]); // an older one, late
+    expect(await version()).toEqual(written);
+    // An older reveal still moves revealed_at back (and keeps the newest data).
+    await writePatiroBatch(db, [delivery('r1', 'PatientRevealed', 1, { id: 'p5', v: 'revealed' })]);
+    const revealed = await version();
+    expect(revealed.v).not.toBe(written.v);
+    expect(revealed.revealed_at.toISOString()).toBe('2026-10-31T08:00:00.123Z');
+    // A newer delivery is written.
+    await writePatiroBatch(db, [delivery('u9', 'PatientUpdated', 9, { id: 'p5', v: 'newer still' })]);
+    expect((await version()).v).not.toBe(revealed.v);
+    const { events, patients } = await tables();
+    expect(patients).toEqual([expect.objectContaining({ data: { id: 'p5', v: 'newer still' }, last_event_id: 'u9' })]);
+    expect(events.find((e) => e.event_id === 'u5')?.delivery_count).toBe(2); // the event itself still counts every delivery
+  });
+
   it('keeps two sources apart within one batch: the same eventId and patient id are two rows each', async () => {
     const results = await writePatiroBatch(db, [
       { ...delivery('e1', 'PatientUpdated', 1, { id: 'p1', clinic: 'A' }), sourceId: 'clinicaaaaaaaaaaaaaa' },
