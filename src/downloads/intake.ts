@@ -86,25 +86,35 @@ type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: 
  * once, without the batch's values (a generic plan), until the tables' statistics change. Planned
  * so on young tables, its lookups were sequential scans, costing one row more with every notice
  * stored until the next ANALYZE. Its transaction turns them off, so the plan reaches rows only
- * through their indexes; and JIT off, which PostgreSQL before 18 would start for the huge cost it
- * gives a scan it cannot avoid. Measured: half the PostgreSQL CPU per notice of the statement
- * planned at every batch (docs/performance.md).
+ * through their indexes. JIT is off as a guard: before PostgreSQL 18, a scan that has no index to
+ * use is costed at 10^10 when sequential scans are off, which would start JIT at every batch.
+ * Measured: half the PostgreSQL CPU per notice of the statement planned at every batch
+ * (docs/performance.md).
  */
 export const INTAKE_PLANNER_SETTINGS = 'SET LOCAL enable_seqscan = off; SET LOCAL jit = off';
 export const INTAKE_STATEMENT = { name: 'physitrack_intake', text: INSERT_BATCH } as const;
+
+/**
+ * The server gives up a little before the pool's client-side timeout: it cancels its own
+ * statement, releases its locks and answers, so the connection is rolled back and kept.
+ */
+function serverTimeoutOf(pool: pg.Pool): string {
+  const clientTimeoutMs = pool.options.query_timeout;
+  return clientTimeoutMs ? `; SET LOCAL statement_timeout = ${Math.max(1, Math.floor(clientTimeoutMs * 0.9))}` : '';
+}
 
 async function insertInTransaction(pool: pg.Pool, values: [string, string]): Promise<InsertedRow[]> {
   const client = await pool.connect();
   let unusable: Error | undefined;
   try {
-    await client.query(`BEGIN; ${INTAKE_PLANNER_SETTINGS}`);
+    await client.query(`BEGIN; ${INTAKE_PLANNER_SETTINGS}${serverTimeoutOf(pool)}`);
     const { rows } = await client.query<InsertedRow>({ ...INTAKE_STATEMENT, values });
     await client.query('COMMIT');
     return rows;
   } catch (err) {
-    // Only a server that answered is waiting for ROLLBACK. After a timeout or a lost connection,
-    // a ROLLBACK would queue behind the statement still running: the connection is dropped
-    // instead, and the server aborts its transaction.
+    // Only a server that answered is waiting for ROLLBACK. After the client-side timeout or a lost
+    // connection, a ROLLBACK would queue behind the statement still running: the connection is
+    // dropped instead, and the server aborts its transaction.
     if (err instanceof pg.DatabaseError) await client.query('ROLLBACK').catch((rollbackErr: Error) => void (unusable = rollbackErr));
     else unusable = err instanceof Error ? err : new Error(String(err));
     throw err;

@@ -49,7 +49,7 @@ WITH event AS (
     updated_at    = CASE WHEN EXCLUDED.signed_at > p.signed_at THEN now() ELSE p.updated_at END,
     signed_at     = GREATEST(p.signed_at, EXCLUDED.signed_at),
     revealed_at   = LEAST(p.revealed_at, EXCLUDED.revealed_at)
-  -- An older or repeated delivery that changes nothing writes no new row version (nor its WAL).
+  -- An older or repeated delivery that changes nothing writes no new row version (only a row lock).
   WHERE EXCLUDED.signed_at > p.signed_at OR LEAST(p.revealed_at, EXCLUDED.revealed_at) IS DISTINCT FROM p.revealed_at
 ), audit AS (
   ${auditInsertSql(`SELECT source_id, 'patiro', event_id, 204, body_sha256, source_address
