@@ -62,10 +62,16 @@ function newest(a: PatiroDelivery, b: PatiroDelivery): PatiroDelivery {
   return b.signedAt.getTime() > a.signedAt.getTime() ? b : a;
 }
 
+/** An ISO instant in epoch microseconds: PostgreSQL keeps microseconds, Date.parse milliseconds. */
+function epochMicros(iso: string): number {
+  const fraction = /\.(\d+)/.exec(iso)?.[1] ?? '';
+  return Date.parse(iso) * 1000 + Number(fraction.slice(3, 6).padEnd(3, '0'));
+}
+
 function earliest(a: string | null, b: string | null): string | null {
   if (a === null) return b;
   if (b === null) return a;
-  return Date.parse(a) <= Date.parse(b) ? a : b;
+  return epochMicros(a) <= epochMicros(b) ? a : b;
 }
 
 function revealedAt(d: PatiroDelivery): string | null {

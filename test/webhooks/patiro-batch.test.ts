@@ -88,6 +88,13 @@ describe('writePatiroBatch', () => {
     expect(events.find((e) => e.event_id === 'u5')?.delivery_count).toBe(2); // the event itself still counts every delivery
   });
 
+  it('keeps the earliest of two reveals within one millisecond to the microsecond, as one by one would', async () => {
+    const reveal = (eventId: string, timestamp: string) => ({ ...delivery(eventId, 'PatientRevealed', 1, { id: 'p7' }), event: toPatiroEvent({ eventId, eventType: 'PatientRevealed', timestamp, data: { id: 'p7' } }) });
+    await writePatiroBatch(db, [reveal('r-late', '2026-10-31T08:00:00.123789'), reveal('r-early', '2026-10-31T08:00:00.123456')]);
+    const { rows } = await database.pool.query(`SELECT to_char(revealed_at AT TIME ZONE 'UTC', 'HH24:MI:SS.US') AS at FROM patiro_patients WHERE patient_id = 'p7'`);
+    expect(rows).toEqual([{ at: '08:00:00.123456' }]);
+  });
+
   it('keeps two sources apart within one batch: the same eventId and patient id are two rows each', async () => {
     const results = await writePatiroBatch(db, [
       { ...delivery('e1', 'PatientUpdated', 1, { id: 'p1', clinic: 'A' }), sourceId: 'clinicaaaaaaaaaaaaaa' },
