@@ -46,7 +46,7 @@ async function row(id: string) {
 
 /** As if the lease ran out while its holder was stalled (a paused process, a slow database). */
 async function lapseLeases(): Promise<void> {
-  await database.pool.query("UPDATE physitrack_deliveries SET next_attempt_at = now(), locked_until = now() WHERE download_status = 'downloading'");
+  await database.pool.query("UPDATE physitrack_deliveries SET next_attempt_at = now() - interval '1 second', locked_until = now() - interval '1 second' WHERE download_status = 'downloading'");
 }
 
 /** Final-state notifications the PMS receives for one delivery, in order. */

@@ -43,7 +43,7 @@ async function row(id: string) {
 }
 
 async function makeDue(): Promise<void> {
-  await database.pool.query("UPDATE physitrack_deliveries SET next_attempt_at = now() WHERE download_status = 'pending'");
+  await database.pool.query("UPDATE physitrack_deliveries SET next_attempt_at = now() - interval '1 second' WHERE download_status = 'pending'");
 }
 
 describe('download worker', () => {
@@ -136,7 +136,7 @@ describe('download worker', () => {
     expect(waiting.download_status).toBe('pending');
     expect(waiting.deadline_at.getTime() - waiting.next_attempt_at.getTime()).toBe(30_000);
     // The last attempt, 30 s before the deadline, fails too: nothing is left to wait for.
-    await database.pool.query("UPDATE physitrack_deliveries SET next_attempt_at = now(), deadline_at = now() + interval '30 seconds'");
+    await database.pool.query("UPDATE physitrack_deliveries SET next_attempt_at = now() - interval '1 second', deadline_at = now() + interval '30 seconds'");
     expect(await worker.runOnce()).toEqual(['retry']);
     await close();
     const expired = await row(id);
