@@ -253,10 +253,14 @@ describe('downloadPdf classifies failures', () => {
     expect((await download(files.url(path)).result).sha256).toBe(sha256(pdf));
   });
 
+  // 403 from a file host is retried on purpose: a signed-URL store (S3, GCS) answers 403 until the
+  // object is written. (The receiver itself never answers 403: Patiro would stop retrying.)
   it.each([
     [503, false],
     [429, false],
+    [403, false],
     [400, true],
+    [401, true],
   ])('reports HTTP %i with permanent=%s', async (status, permanent) => {
     const path = freshPath();
     files.route(path, host.failThenServe(1, status, host.samplePdf()));
