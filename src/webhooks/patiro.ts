@@ -45,8 +45,7 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, ..
     if (!auth.ok) {
       const hint = patiroFailureHint(auth.reason, authConfig, request.headers, now);
       request.log.warn({ vendor: 'patiro', sourceId: source.id, reason: auth.reason, hint }, 'patiro delivery not authenticated');
-      scope.failed(request, auth.reason, hint);
-      scopeOptions.onAuthFailure?.(auth.reason);
+      scope.authFailed(request, auth.reason, hint);
       throw new WebhookError('WH_ERR_UNAUTHENTICATED', `Authentication failed (${auth.reason})`);
     }
 

@@ -52,8 +52,7 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     const failure = authenticate(source, body, new Date());
     if (failure) {
       request.log.warn({ vendor: 'physitrack', sourceId: source.id, ...failure }, 'physitrack delivery not authenticated');
-      scope.failed(request, failure.reason, failure.hint);
-      scopeOptions.onAuthFailure?.(failure.reason);
+      scope.authFailed(request, failure.reason, failure.hint);
       throw new WebhookError('WH_ERR_UNAUTHENTICATED', `Authentication failed (${failure.reason})`);
     }
 

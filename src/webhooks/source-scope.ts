@@ -14,8 +14,8 @@ export interface SourceScopeOptions {
 export interface SourceScope {
   /** The source the request was sent to (resolved before its body was read). */
   sourceOf(request: FastifyRequest): Source;
-  /** Names why the request failed, for the source's health; the answer itself is thrown as usual. */
-  failed(request: FastifyRequest, reason: string, hint?: string): void;
+  /** An authentication failure: counted, and named in the source's health; the answer itself is thrown as usual. */
+  authFailed(request: FastifyRequest, reason: string, hint?: string): void;
 }
 
 /** Reasons by answer, for failures the route did not name itself (Fastify's own 413/415, 503s). */
@@ -85,8 +85,9 @@ export function sourceScope(app: FastifyInstance, vendor: Vendor, { sources, hea
       if (!source) throw new Error('the source is resolved in onRequest, before any handler runs');
       return source;
     },
-    failed(request, reason, hint) {
+    authFailed(request, reason, hint) {
       failures.set(request, { reason, hint });
+      onAuthFailure?.(reason);
     },
   };
 }
