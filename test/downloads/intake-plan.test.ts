@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, closeDatabase, poolOf, type Database } from '../../src/db/client.js';
-import { INTAKE_STATEMENT, insertDeliveries, type NewDelivery } from '../../src/downloads/intake.js';
+import { INTAKE_STATEMENT, insertDeliveries } from '../../src/downloads/intake.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { newDelivery } from '../helpers/physitrack.js';
 
 // The intake statement is a named one: after five runs on a connection, PostgreSQL plans it once
 // without the batch's values and keeps that plan until the tables' statistics change. Made while
@@ -25,22 +26,12 @@ let database: TestDatabase;
 let db: Database;
 
 let counter = 0;
-const notice = (program: number): NewDelivery => ({
-  sourceId: 'default',
-  refusal: null,
-  deadlineHours: 24,
-  bodySha256: 'ab'.repeat(32),
-  sourceAddress: '127.0.0.1',
-  notice: {
-    practitionerToken: 'practitioner-token',
+const notice = (program: number) =>
+  newDelivery({
     patientId: `patient-${program}`,
     fileUrl: `https://files.physitrack.com/plan-test/${(counter += 1)}.pdf`,
-    programName: 'Knee Rehab Program',
-    programDate: '2026-11-01',
     programCreatedAt: new Date(Date.UTC(2026, 10, 1, 10, 0, program)).toISOString(),
-    updated: false,
-  },
-});
+  });
 
 beforeAll(async () => {
   database = await createTestDatabase();

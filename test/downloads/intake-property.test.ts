@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
 import { insertDeliveries, type NewDelivery } from '../../src/downloads/intake.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { newDelivery } from '../helpers/physitrack.js';
 
 // Group commit must not change what the tables say: notices written in any batches end as they
 // would one by one (deliveries and their counts, programs and their versions, the audit). Ids and
@@ -34,22 +35,10 @@ const arbitraryNotice = fc.record({
 type NoticeFields = typeof arbitraryNotice extends fc.Arbitrary<infer T> ? T : never;
 
 function toDelivery(n: NoticeFields): NewDelivery {
-  return {
-    sourceId: n.source,
-    refusal: n.file === 'refused' ? 'file_url host is not allowed' : null,
-    deadlineHours: 24,
-    bodySha256: 'ab'.repeat(32),
-    sourceAddress: '127.0.0.1',
-    notice: {
-      practitionerToken: n.token,
-      patientId: n.patient,
-      fileUrl: `https://files.physitrack.com/property/${n.file}.pdf`,
-      programName: n.name,
-      programDate: '2026-11-01',
-      programCreatedAt: CREATED_AT[n.program]!,
-      updated: n.updated,
-    },
-  };
+  return newDelivery(
+    { practitionerToken: n.token, patientId: n.patient, fileUrl: `https://files.physitrack.com/property/${n.file}.pdf`, programName: n.name, programCreatedAt: CREATED_AT[n.program]!, updated: n.updated },
+    { sourceId: n.source, refusal: n.file === 'refused' ? 'file_url host is not allowed' : null },
+  );
 }
 
 /** The three tables, with every id replaced by the key of the row it names. */

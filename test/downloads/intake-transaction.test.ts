@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeDatabase, createDatabase, poolOf } from '../../src/db/client.js';
-import { insertDeliveries, type NewDelivery } from '../../src/downloads/intake.js';
+import { insertDeliveries } from '../../src/downloads/intake.js';
 import { startTcpProxy } from '../faults/tcp-proxy.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { newDelivery } from '../helpers/physitrack.js';
 
 // The intake runs in its own transaction (BEGIN, the statement, COMMIT). A statement that outlives
 // the pool's query timeout must fail its batch within that timeout, not after a ROLLBACK queued
@@ -17,22 +18,7 @@ afterAll(async () => {
   await database.drop();
 });
 
-const notice = (patientId: string): NewDelivery => ({
-  sourceId: 'default',
-  refusal: null,
-  deadlineHours: 24,
-  bodySha256: 'ab'.repeat(32),
-  sourceAddress: '127.0.0.1',
-  notice: {
-    practitionerToken: 'practitioner-token',
-    patientId,
-    fileUrl: `https://files.physitrack.com/transaction-test/${patientId}.pdf`,
-    programName: 'Knee Rehab Program',
-    programDate: '2026-11-01',
-    programCreatedAt: '2026-11-01T10:00:00Z',
-    updated: false,
-  },
-});
+const notice = (patientId: string) => newDelivery({ patientId, fileUrl: `https://files.physitrack.com/transaction-test/${patientId}.pdf` });
 
 describe('the intake transaction', () => {
   it('fails a statement held past the timeout within it, keeps its connection, and commits nothing late', async () => {

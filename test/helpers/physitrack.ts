@@ -1,4 +1,6 @@
 import type { InjectOptions } from 'fastify';
+import type { NewDelivery } from '../../src/downloads/intake.js';
+import type { PhysitrackNotice } from '../../src/webhooks/physitrack-payload.js';
 
 export const PHYSITRACK_KEY = 'physitrack-test-api-key-0123456789';
 export const PHYSITRACK_OLD_KEY = 'physitrack-rotated-api-key-0123456789';
@@ -26,5 +28,27 @@ export function physitrackRequest(body: unknown, headers: Record<string, string>
     url: path,
     headers: { 'content-type': 'application/json', ...headers },
     payload: typeof body === 'string' ? body : JSON.stringify(body),
+  };
+}
+
+/** A parsed notice as the route hands it to insertDeliveries; each test overrides what it varies. */
+export function newDelivery(notice: Partial<PhysitrackNotice>, overrides: Partial<Omit<NewDelivery, 'notice'>> = {}): NewDelivery {
+  return {
+    sourceId: 'default',
+    refusal: null,
+    deadlineHours: 24,
+    bodySha256: 'ab'.repeat(32),
+    sourceAddress: '127.0.0.1',
+    ...overrides,
+    notice: {
+      practitionerToken: 'practitioner-token',
+      patientId: 'patient',
+      fileUrl: 'https://files.physitrack.com/programs/program.pdf',
+      programName: 'Knee Rehab Program',
+      programDate: '2026-11-01',
+      programCreatedAt: '2026-11-01T10:00:00Z',
+      updated: false,
+      ...notice,
+    },
   };
 }
