@@ -55,16 +55,17 @@ const UNREFERENCED_AFTER_PURGE = `NOT EXISTS (SELECT 1 FROM physitrack_deliverie
 
 interface TableRule {
   table: PurgedTable;
-  key: string;
+  /** The primary key's columns: a batch deletes exactly the rows it locked. */
+  key: string[];
   where: string;
 }
 
 /** In this order: deliveries before documents, so documents they alone referenced go in the same run. */
 const RULES: TableRule[] = [
-  { table: 'patiro_events', key: 'event_id', where: 't.last_received_at < $1::timestamptz' },
-  { table: 'webhook_audit', key: 'id', where: 't.received_at < $1::timestamptz' },
-  { table: 'physitrack_deliveries', key: 'id', where: `t.received_at < $1::timestamptz AND ${FINAL}` },
-  { table: 'documents', key: 'id', where: `t.created_at < $1::timestamptz AND ${UNREFERENCED}` },
+  { table: 'patiro_events', key: ['source_id', 'event_id'], where: 't.last_received_at < $1::timestamptz' },
+  { table: 'webhook_audit', key: ['id'], where: 't.received_at < $1::timestamptz' },
+  { table: 'physitrack_deliveries', key: ['id'], where: `t.received_at < $1::timestamptz AND ${FINAL}` },
+  { table: 'documents', key: ['id'], where: `t.created_at < $1::timestamptz AND ${UNREFERENCED}` },
 ];
 
 /**
@@ -73,10 +74,11 @@ const RULES: TableRule[] = [
  * waits on a long lock. The CTE with FOR UPDATE is evaluated exactly once.
  */
 function batchDelete({ table, key, where }: TableRule, returning = ''): string {
+  const columns = (alias: string) => `(${key.map((column) => `${alias}.${column}`).join(', ')})`;
   return `WITH batch AS (
-  SELECT t.${key} FROM ${table} t WHERE ${where} LIMIT $2 FOR UPDATE OF t SKIP LOCKED
+  SELECT ${key.map((column) => `t.${column}`).join(', ')} FROM ${table} t WHERE ${where} LIMIT $2 FOR UPDATE OF t SKIP LOCKED
 )
-DELETE FROM ${table} x USING batch WHERE x.${key} = batch.${key}${returning}`;
+DELETE FROM ${table} x USING batch WHERE ${columns('x')} = ${columns('batch')}${returning}`;
 }
 
 const STORAGE_KEY = /^([0-9a-f]{2})\/([0-9a-f]{64})\.pdf$/;

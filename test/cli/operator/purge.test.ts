@@ -118,6 +118,15 @@ describe('purge', () => {
     await stat(s.documents.onlyOld.file);
   });
 
+  it("deletes a source's old event without touching another source's recent event with the same eventId", async () => {
+    await insertEvent(database.pool, { event_id: 'same-id', last_received_at: OLD });
+    await insertEvent(database.pool, { event_id: 'same-id', source_id: 'clinicaaaaaaaaaaaaaa', last_received_at: ago('1 hour') });
+    const result = await purge(db, { olderThanMs: parseDuration('90d'), dryRun: false, includeDocuments: false, pdfDir });
+    expect(result.counts.patiro_events).toBe(1);
+    const { rows } = await database.pool.query('SELECT source_id, event_id FROM patiro_events');
+    expect(rows).toEqual([{ source_id: 'clinicaaaaaaaaaaaaaa', event_id: 'same-id' }]);
+  });
+
   it('deletes nothing on a second run', async () => {
     await seed();
     await cli(['purge', '--older-than', '90d', '--include-documents'], env);
