@@ -79,7 +79,13 @@ export function rotate(credentials: Credentials, newValue: string, now: Date, ke
 
 /** Parses what `sources.credentials` opened to, refusing anything of another shape. */
 export function parseCredentials(text: string): Credentials {
-  const value = JSON.parse(text) as Partial<Credentials>;
+  let value: Partial<Credentials>;
+  try {
+    value = JSON.parse(text) as Partial<Credentials>;
+  } catch {
+    // JSON.parse's message quotes the text it read, and this text holds the secrets.
+    throw new Error('the credentials are not JSON');
+  }
   const secrets = Array.isArray(value.secrets) ? value.secrets : [];
   const valid = secrets.every((s) => typeof s?.value === 'string' && typeof s.addedAt === 'string' && (s.notAfter === null || typeof s.notAfter === 'string'));
   if (!valid || secrets.length === 0 || (value.token !== null && typeof value.token !== 'string')) throw new Error('the credentials have an unexpected shape');

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { parseCredentials } from '../../src/sources/credentials.js';
 import { createKeyring, keyIdOf, SealError } from '../../src/sources/sealed.js';
 
 const first = randomBytes(32);
@@ -45,5 +46,13 @@ describe('sealed source credentials (AES-256-GCM)', () => {
 
   it('cannot seal without a key', () => {
     expect(() => createKeyring([]).seal('secret', 'id')).toThrow(/SOURCES_SECRET_KEY/);
+  });
+});
+
+describe('opened credentials of another shape', () => {
+  it('are refused with a message that quotes none of their text', () => {
+    // JSON.parse's own message would quote the start of the text: here, a secret.
+    expect(() => parseCredentials('supersecret-value-not-json')).toThrow(/^the credentials are not JSON$/);
+    expect(() => parseCredentials('{"secrets": []}')).toThrow('the credentials have an unexpected shape');
   });
 });
