@@ -19,7 +19,9 @@ export const REDACTED_KEYS: ReadonlySet<string> = new Set([
   'x-api-key',
   'password',
   'secret',
-  // The config's names for them (config.patiro, config.physitrack, config.sources, databaseUrl).
+  // The config's and a loaded source's names for them (config.patiro, config.physitrack,
+  // config.sources, databaseUrl; Source.secrets).
+  'secrets',
   'signingsecrets',
   'signingsecret',
   'apikeys',

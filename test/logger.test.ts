@@ -61,6 +61,14 @@ describe('the production logger', () => {
     });
   });
 
+  it("replaces a source's secrets and basic auth, should a loaded source be logged", () => {
+    const logs = captureLogs();
+    const source = { id: 'clinicaaaaaaaaaaaaaa', vendor: 'patiro', secrets: [{ value: `${SECRET}-signing`, addedAt: '2026-12-01T00:00:00Z', notAfter: null }], token: null, basicAuth: `patiro:${SECRET}` };
+    logs.logger.info({ source }, 'source');
+    expect(logs.lines[0]).not.toContain(SECRET);
+    expect(logs.entries()[0]).toMatchObject({ source: { id: 'clinicaaaaaaaaaaaaaa', secrets: CENSOR, basicAuth: CENSOR } });
+  });
+
   it('names every key in lower case, as keys are compared', () => {
     expect([...REDACTED_KEYS].filter((key) => key !== key.toLowerCase())).toEqual([]);
   });
