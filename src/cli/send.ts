@@ -62,7 +62,9 @@ async function main(): Promise<number> {
   }
   const response = await fetch(new URL(delivery.path, base), { method: 'POST', headers: delivery.headers, body: delivery.body });
   const answer = await response.text();
-  process.stdout.write(`POST ${delivery.path} → ${response.status} ${response.statusText}${answer ? `\n${answer}` : ''}\n`);
+  // The path may carry Patiro's ?token=, a credential: it is not printed.
+  const shownPath = delivery.path.replace(/([?&]token=)[^&]*/, '$1[redacted]');
+  process.stdout.write(`POST ${shownPath} → ${response.status} ${response.statusText}${answer ? `\n${answer}` : ''}\n`);
   return response.ok ? 0 : 1;
 }
 

@@ -75,6 +75,8 @@ describe('npm run send', () => {
 
     const sent = await send(['patiro', '--url', base, '--source', patiro.row.id, '--secret', patiro.secret, '--token', patiro.token!], {});
     expect(sent.output).toMatch(/→ 204/);
+    expect(sent.output).toContain('?token=[redacted]');
+    expect(sent.output).not.toContain(patiro.token!);
     const notice = await send(['physitrack', '--url', base, '--source', physitrack.row.id, '--api-key', physitrack.secret], {});
     expect(notice.output).toMatch(/→ 204/);
     const events = await database.pool.query('SELECT source_id FROM patiro_events WHERE source_id = $1', [patiro.row.id]);
