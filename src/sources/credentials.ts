@@ -71,9 +71,8 @@ export function activeSecrets(secrets: readonly SecretEntry[], nowMs: number): s
 export function rotate(credentials: Credentials, newValue: string, now: Date, keepOldMs: number): Credentials {
   const until = now.getTime() + keepOldMs;
   const kept = credentials.secrets
-    .filter((s) => s.notAfter === null || Date.parse(s.notAfter) > now.getTime())
-    .map((s) => ({ ...s, notAfter: new Date(Math.min(until, s.notAfter === null ? until : Date.parse(s.notAfter))).toISOString() }))
-    .filter(() => keepOldMs > 0);
+    .filter((s) => keepOldMs > 0 && (s.notAfter === null || Date.parse(s.notAfter) > now.getTime()))
+    .map((s) => ({ ...s, notAfter: new Date(Math.min(until, s.notAfter === null ? until : Date.parse(s.notAfter))).toISOString() }));
   return { ...credentials, secrets: [...kept, { value: newValue, addedAt: now.toISOString(), notAfter: null }] };
 }
 

@@ -53,12 +53,6 @@ export async function findSources(db: Database, id: string): Promise<SourceRow[]
   return db.$queryRawUnsafe<SourceRow[]>(`SELECT ${COLUMNS} FROM sources WHERE id = $1 ORDER BY vendor`, id);
 }
 
-/** Does the table hold credentials that only SOURCES_SECRET_KEY can open? */
-export async function countSealedSources(db: Database): Promise<number> {
-  const [row] = await db.$queryRawUnsafe<{ n: number }[]>('SELECT count(*)::int AS n FROM sources WHERE credentials IS NOT NULL');
-  return row?.n ?? 0;
-}
-
 /** The ids of the keys that sealed the credentials in the table (see sealed.ts for the format). */
 export async function sealingKeyIds(db: Database): Promise<string[]> {
   const rows = await db.$queryRawUnsafe<{ keyId: string }[]>(
