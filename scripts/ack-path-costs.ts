@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { pino } from 'pino';
+import { newReceipt } from '../src/audit.js';
 import { createDatabase } from '../src/db/client.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
@@ -42,7 +43,7 @@ async function measure(label: string, iterations: number, step: (i: number) => u
 }
 
 function delivery(raw: Buffer): PatiroDelivery {
-  return { sourceId: 'default', event: toPatiroEvent(JSON.parse(raw.toString())), signedAt: new Date(), bodySha256: 'a'.repeat(64), sourceAddress: '127.0.0.1' };
+  return { receipt: newReceipt(), sourceId: 'default', event: toPatiroEvent(JSON.parse(raw.toString())), signedAt: new Date(), bodySha256: 'a'.repeat(64), sourceAddress: '127.0.0.1' };
 }
 
 async function main(): Promise<void> {

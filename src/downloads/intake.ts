@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { auditInsertSql } from '../audit.js';
+import { RECEIPT_CONSTRAINT, receiptsInsertSql, type Receipt } from '../audit.js';
 import { poolOf, type Database } from '../db/client.js';
 import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
 import { BUMP_PROGRAMS_CTE, PROGRAM_CTES } from './programs.js';
@@ -11,6 +11,7 @@ import { notifyDelivery } from './queue.js';
 // download state machine, and the table's NOTIFY payload, are in queue.ts.
 
 export interface NewDelivery {
+  receipt: Receipt;
   /** The source (integration) it was sent to. */
   sourceId: string;
   notice: PhysitrackNotice;
@@ -22,11 +23,12 @@ export interface NewDelivery {
 }
 
 export interface StoredDelivery {
-  id: bigint;
+  /** Null when this delivery's receipt was already recorded: the write ran before, nothing was written again. */
+  id: bigint | null;
   /** The same notice (source and file_url) had been received before: this is its delivery. */
   redelivery: boolean;
-  /** After this notice: `pending` for a new or requeued delivery, else whatever it was. */
-  downloadStatus: string;
+  /** After this notice: `pending` for a new or requeued delivery, else whatever it was (null with a null id). */
+  downloadStatus: string | null;
 }
 
 /** sha256 of file_url: the notice's identity within its source (the migration computes the same). */
@@ -38,39 +40,57 @@ const REQUEUE_ON_NOTICE = `d.download_status IN ('failed', 'expired') AND EXCLUD
 /**
  * A batch of notices in one atomic statement: their programs, their delivery rows (each also its
  * download job) and one audit row per notice received. The rows arrive folded to one per notice
- * (source, file_url) with its count n, since ON CONFLICT may touch a row only once per statement.
- * A notice seen before is its earlier delivery: counted, and requeued with a new deadline if it had
- * failed or expired. Ids are drawn in the input CTE, which PostgreSQL evaluates once.
+ * (source, file_url), since ON CONFLICT may touch a row only once per statement, and the audit rows
+ * one per delivery with its receipt. A delivery whose receipt is already recorded (this write ran
+ * before) counts nothing again, and a notice none of whose deliveries is new is not touched. The
+ * receipts are looked up, not inserted first: an audit row names its delivery's id, known only once
+ * the delivery is written. Two writes of one receipt at once meet at the audit's unique index, and
+ * the later runs again (insertDeliveries). A notice seen before is its earlier delivery: counted, and
+ * requeued with a new deadline if it had failed or expired. Times come from the receipts: a delivery
+ * keeps its earliest receive time and deadline whatever order its notices are written in. Ids are
+ * drawn in the input CTE, which PostgreSQL evaluates once.
  */
 const INSERT_BATCH = `
-WITH input AS (
-  SELECT nextval(pg_get_serial_sequence('physitrack_deliveries', 'id')) AS id, t.*,
+WITH arrival AS (
+  -- A scalar subquery, looked up per receipt: EXISTS may be planned as a hash of every receipt.
+  SELECT a.*, COALESCE((SELECT true FROM webhook_audit w WHERE w.receipt_id = a.receipt_id), false) AS recorded
+  FROM jsonb_to_recordset($2::jsonb) AS a(receipt_id uuid, received_at timestamptz, source_id text, notice_key text, refused boolean,
+                                          body_sha256 text, source_address text)
+), fresh AS (
+  SELECT source_id, notice_key, count(*)::int AS n, min(received_at) AS first_at, max(received_at) AS last_at
+  FROM arrival WHERE NOT recorded GROUP BY source_id, notice_key
+), input AS (
+  SELECT nextval(pg_get_serial_sequence('physitrack_deliveries', 'id')) AS id, t.*, f.n, f.first_at, f.last_at,
          CASE WHEN t.refusal IS NULL THEN 'pending' ELSE 'failed' END AS download_status,
          physitrack_program_key(t.program_created_at, t.program_date, t.program_name) AS program_key
   FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
-    source_id text, notice_key text, n int, practitioner_token text, patient_id text, file_url text, program_name text,
+    source_id text, notice_key text, practitioner_token text, patient_id text, file_url text, program_name text,
     program_date date, program_created_at timestamptz, updated boolean, refusal text, deadline_hours int)) WITH ORDINALITY AS t(
-    source_id, notice_key, n, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
+    source_id, notice_key, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
     refusal, deadline_hours, ord)
+  JOIN fresh f USING (source_id, notice_key)
 ), ${PROGRAM_CTES}, delivery AS (
   INSERT INTO physitrack_deliveries AS d
     (id, source_id, notice_key, notice_count, program_id, practitioner_token, patient_id, file_url, program_name, program_date,
-     program_created_at, updated, download_status, last_error, deadline_at)
+     program_created_at, updated, download_status, last_error, received_at, last_notice_at, deadline_at)
   SELECT i.id, i.source_id, i.notice_key, i.n, COALESCE(i.notice_program_id, p.program_id), i.practitioner_token, i.patient_id,
          i.file_url, i.program_name, i.program_date, i.program_created_at, i.updated, i.download_status, i.refusal,
-         now() + make_interval(hours => i.deadline_hours)
+         i.first_at, i.last_at, i.first_at + make_interval(hours => i.deadline_hours)
   FROM keyed i LEFT JOIN program p USING (source_id, patient_id, program_key)
   ON CONFLICT (source_id, notice_key) DO UPDATE SET
     notice_count    = d.notice_count + EXCLUDED.notice_count,
-    last_notice_at  = now(),
+    received_at     = LEAST(d.received_at, EXCLUDED.received_at),
+    last_notice_at  = GREATEST(d.last_notice_at, EXCLUDED.last_notice_at),
     download_status = CASE WHEN ${REQUEUE_ON_NOTICE} THEN 'pending' ELSE d.download_status END,
-    deadline_at     = CASE WHEN ${REQUEUE_ON_NOTICE} THEN EXCLUDED.deadline_at ELSE d.deadline_at END,
+    deadline_at     = CASE WHEN ${REQUEUE_ON_NOTICE} THEN EXCLUDED.deadline_at ELSE LEAST(d.deadline_at, EXCLUDED.deadline_at) END,
     next_attempt_at = CASE WHEN ${REQUEUE_ON_NOTICE} THEN now() ELSE d.next_attempt_at END
-  RETURNING d.id, d.source_id, d.notice_key, d.program_id, d.download_status, d.practitioner_token, d.program_name, (xmax = 0) AS inserted
+  RETURNING d.id, d.source_id, d.notice_key, d.program_id, d.download_status, d.practitioner_token, d.program_name, d.received_at,
+            (xmax = 0) AS inserted
 ), ${BUMP_PROGRAMS_CTE}, audit AS (
-  ${auditInsertSql(`SELECT a.source_id, 'physitrack', dl.id::text, CASE WHEN a.refused THEN 422 ELSE 204 END, a.body_sha256, a.source_address
-  FROM jsonb_to_recordset($2::jsonb) AS a(source_id text, notice_key text, refused boolean, body_sha256 text, source_address text)
-  JOIN delivery dl ON dl.source_id = a.source_id AND dl.notice_key = a.notice_key`)}
+  ${receiptsInsertSql(`SELECT a.receipt_id, a.received_at, a.source_id, 'physitrack', dl.id::text, CASE WHEN a.refused THEN 422 ELSE 204 END,
+         a.body_sha256, a.source_address
+  FROM arrival a JOIN delivery dl ON dl.source_id = a.source_id AND dl.notice_key = a.notice_key
+  WHERE NOT a.recorded`)}
 ), notify AS (
   SELECT ${notifyDelivery('download_status', { redelivery: 'NOT inserted' })} FROM delivery
 )
@@ -125,35 +145,34 @@ async function insertInTransaction(pool: pg.Pool, values: [string, string]): Pro
 
 /**
  * Runs the statement; again if a program it was creating was created by another transaction at
- * the same moment (see programs.ts): by then that transaction has committed, and the statement
- * finds the program. Plain pg: the error's column tells this case from any other.
+ * the same moment (see programs.ts), or if another write recorded one of its receipts meanwhile:
+ * by then that transaction has committed, and the statement finds the program, or the receipt and
+ * counts it no more. Plain pg: the error's column and constraint tell these cases from any other.
  */
 async function insertOnce(db: Database, rows: string, audit: string): Promise<InsertedRow[]> {
   for (let attempt = 1; ; attempt += 1) {
     try {
       return await insertInTransaction(poolOf(db), [rows, audit]);
     } catch (err) {
-      const { code, column } = err as { code?: string; column?: string };
-      if (code !== '23502' || column !== 'program_id' || attempt === 3) throw err;
+      const { code, column, constraint } = err as { code?: string; column?: string; constraint?: string };
+      const raced = (code === '23502' && column === 'program_id') || (code === '23505' && constraint === RECEIPT_CONSTRAINT);
+      if (!raced || attempt === 3) throw err;
     }
   }
 }
 
 /** Stores the batch in one statement; resolves with each notice's delivery, in order. */
 export async function insertDeliveries(db: Database, batch: NewDelivery[]): Promise<StoredDelivery[]> {
-  const folded = new Map<string, { first: NewDelivery; noticeKey: string; n: number }>();
+  const folded = new Map<string, { first: NewDelivery; noticeKey: string }>();
   const keys = batch.map((d) => {
     const noticeKey = noticeKeyOf(d.notice.fileUrl);
     const key = keyOf(d.sourceId, noticeKey);
-    const seen = folded.get(key);
-    if (seen) seen.n += 1;
-    else folded.set(key, { first: d, noticeKey, n: 1 });
+    if (!folded.has(key)) folded.set(key, { first: d, noticeKey });
     return { key, noticeKey };
   });
-  const rows = [...folded.values()].map(({ first: { sourceId, notice, refusal, deadlineHours }, noticeKey, n }) => ({
+  const rows = [...folded.values()].map(({ first: { sourceId, notice, refusal, deadlineHours }, noticeKey }) => ({
     source_id: sourceId,
     notice_key: noticeKey,
-    n,
     practitioner_token: notice.practitionerToken,
     patient_id: notice.patientId,
     file_url: notice.fileUrl,
@@ -164,14 +183,23 @@ export async function insertDeliveries(db: Database, batch: NewDelivery[]): Prom
     refusal,
     deadline_hours: deadlineHours,
   }));
-  const audit = batch.map((d, i) => ({ source_id: d.sourceId, notice_key: keys[i]!.noticeKey, refused: d.refusal !== null, body_sha256: d.bodySha256, source_address: d.sourceAddress }));
+  const audit = batch.map((d, i) => ({
+    receipt_id: d.receipt.id,
+    received_at: d.receipt.receivedAt.toISOString(),
+    source_id: d.sourceId,
+    notice_key: keys[i]!.noticeKey,
+    refused: d.refusal !== null,
+    body_sha256: d.bodySha256,
+    source_address: d.sourceAddress,
+  }));
   const stored = await insertOnce(db, JSON.stringify(rows), JSON.stringify(audit));
-  if (stored.length !== rows.length) throw new Error(`the batch insert returned ${stored.length} rows for ${rows.length} notices`);
+  // A notice none of whose deliveries is new (every receipt recorded before) is not written again.
   const byKey = new Map(stored.map((r) => [keyOf(r.sourceId, r.noticeKey), r]));
   // The first of several identical notices in a batch is the new one; the others repeat it.
   const answered = new Set<string>();
   return keys.map(({ key }) => {
-    const row = byKey.get(key)!;
+    const row = byKey.get(key);
+    if (!row) return { id: null, redelivery: true, downloadStatus: null };
     const redelivery = !row.inserted || answered.has(key);
     answered.add(key);
     return { id: BigInt(row.id), redelivery, downloadStatus: row.downloadStatus };

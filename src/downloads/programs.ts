@@ -8,10 +8,13 @@ import { notifySql } from '../db/notify.js';
 
 /**
  * CTEs for the delivery insert (downloads/intake.ts), from its `input` CTE (source_id, notice_key,
- * patient_id, program_key, practitioner_token, program_created_at, program_date, program_name, id, ord):
+ * patient_id, program_key, practitioner_token, program_created_at, program_date, program_name, id,
+ * first_at: the notice's receive time):
  * `keyed` is the input with the program and the earlier delivery of each notice, if any, and
  * `program` maps each key to its program id, creating the programs not seen before. A new
- * program's versions and latest delivery are its deliveries in this batch. A program created by
+ * program's versions and latest delivery are its deliveries in this batch. Versions are ordered by
+ * receive time, then id: a notice kept in a replica's spool during an outage and written after a
+ * later one is still the older version. A program created by
  * another transaction meanwhile is in neither list: its deliveries get no program id, the
  * statement fails on program_id's NOT NULL, and insertDeliveries runs it again (it is found then).
  */
@@ -29,14 +32,14 @@ keyed AS (
   SELECT DISTINCT known_program_id AS program_id, source_id, patient_id, program_key FROM keyed WHERE known_program_id IS NOT NULL
 ), created AS (
   INSERT INTO physitrack_programs AS p (source_id, patient_id, program_key, practitioner_token, program_created_at, program_date,
-                                        program_name, versions, latest_delivery_id)
+                                        program_name, versions, latest_delivery_id, first_notice_at)
   SELECT DISTINCT ON (source_id, patient_id, program_key) source_id, patient_id, program_key, practitioner_token, program_created_at,
-         program_date, program_name, count(*) OVER keyed, max(id) OVER keyed
+         program_date, program_name, count(*) OVER keyed, id, min(first_at) OVER keyed
   FROM keyed i
   -- A notice seen before keeps its delivery's program, whatever its fields say now.
   WHERE known_program_id IS NULL AND notice_program_id IS NULL
   WINDOW keyed AS (PARTITION BY source_id, patient_id, program_key)
-  ORDER BY source_id, patient_id, program_key, ord DESC
+  ORDER BY source_id, patient_id, program_key, first_at DESC, id DESC
   ON CONFLICT (source_id, patient_id, program_key) DO NOTHING
   RETURNING p.id AS program_id, p.source_id, p.patient_id, p.program_key
 ), program AS (
@@ -44,29 +47,44 @@ keyed AS (
 )`;
 
 /**
- * After the delivery insert (CTE `delivery`, RETURNING id, program_id, inserted and the notice's
- * token and name): programs seen before gain a version per new delivery, and their latest token,
- * name and delivery. A repeated notice is no new version.
+ * After the delivery insert (CTE `delivery`, RETURNING id, program_id, inserted, received_at and
+ * the notice's token and name): programs seen before gain a version per new delivery, and, when it
+ * was received after their latest one, its token, name and delivery. A repeated notice is no new
+ * version.
  */
 export const BUMP_PROGRAMS_CTE = `
-bump AS (
+batch_latest AS (
+  SELECT program_id, count(*) AS n, min(received_at) AS first_at,
+         (array_agg(id ORDER BY received_at DESC, id DESC))[1] AS latest,
+         (array_agg(received_at ORDER BY received_at DESC, id DESC))[1] AS latest_at,
+         (array_agg(practitioner_token ORDER BY received_at DESC, id DESC))[1] AS token,
+         (array_agg(program_name ORDER BY received_at DESC, id DESC))[1] AS name
+  FROM delivery WHERE inserted AND program_id IN (SELECT program_id FROM known) GROUP BY program_id
+), bumped AS (
+  -- The program's latest delivery, found by primary key (per row, never by joining the tables: a
+  -- join may scan all of them).
+  SELECT b.*, (b.latest_at, b.latest) > (
+    SELECT l.received_at, l.id FROM physitrack_deliveries l
+    WHERE l.id = (SELECT latest_delivery_id FROM physitrack_programs WHERE id = b.program_id)) AS newer
+  FROM batch_latest b
+), bump AS (
   UPDATE physitrack_programs p SET
     versions           = p.versions + b.n,
-    latest_delivery_id = GREATEST(p.latest_delivery_id, b.latest),
-    practitioner_token = CASE WHEN b.latest > p.latest_delivery_id THEN b.token ELSE p.practitioner_token END,
-    program_name       = CASE WHEN b.latest > p.latest_delivery_id THEN b.name ELSE p.program_name END,
+    latest_delivery_id = CASE WHEN b.newer THEN b.latest ELSE p.latest_delivery_id END,
+    practitioner_token = CASE WHEN b.newer THEN b.token ELSE p.practitioner_token END,
+    program_name       = CASE WHEN b.newer THEN b.name ELSE p.program_name END,
+    first_notice_at    = LEAST(p.first_notice_at, b.first_at),
     updated_at         = now()
-  FROM (SELECT program_id, count(*) AS n, max(id) AS latest,
-               (array_agg(practitioner_token ORDER BY id DESC))[1] AS token, (array_agg(program_name ORDER BY id DESC))[1] AS name
-        FROM delivery WHERE inserted AND program_id IN (SELECT program_id FROM known) GROUP BY program_id) b
+  FROM bumped b
   -- Found by primary key from a list, never by joining the table: a join may scan all of it.
   WHERE p.id = ANY (ARRAY(SELECT program_id FROM known)) AND p.id = b.program_id
 )`;
 
 /**
  * For the statement that marks a delivery done (CTE `changed`, RETURNING id, program_id,
- * document_id): the program's current document becomes this one's, unless a newer version
- * (a higher delivery id: received later) is already current. Downloads may finish out of order.
+ * document_id, received_at): the program's current document becomes this one's, unless a newer
+ * version (received later; among equal times, a higher delivery id) is already current. Downloads
+ * may finish out of order, and a notice kept in a spool may be written after a later one.
  * A PMS listening is told when the current document changes.
  */
 export const CURRENT_DOCUMENT_CTES = `
@@ -75,7 +93,8 @@ before AS (
 ), current AS (
   UPDATE physitrack_programs p SET current_document_id = c.document_id, current_delivery_id = c.id, updated_at = now()
   FROM changed c
-  WHERE p.id = c.program_id AND (p.current_delivery_id IS NULL OR p.current_delivery_id < c.id)
+  WHERE p.id = c.program_id AND (p.current_delivery_id IS NULL
+    OR (c.received_at, c.id) > (SELECT cur.received_at, cur.id FROM physitrack_deliveries cur WHERE cur.id = p.current_delivery_id))
   RETURNING p.id, p.source_id, p.current_document_id
 ), program_notified AS (
   SELECT ${notifySql({ vendor: "'physitrack'", table: "'physitrack_programs'", id: 'current.id::text', source: 'current.source_id', currentDocumentId: 'current.current_document_id::text' })}

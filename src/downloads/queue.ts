@@ -87,7 +87,7 @@ WITH changed AS (
   UPDATE physitrack_deliveries SET download_status = 'done', document_id = $3, downloaded_at = now(),
     last_error = NULL, last_http_status = NULL, locked_by = NULL, locked_until = NULL
   WHERE ${OWNED}
-  RETURNING id, source_id, download_status, program_id, document_id
+  RETURNING id, source_id, download_status, program_id, document_id, received_at
 ), ${CURRENT_DOCUMENT_CTES}, notified AS (
   SELECT ${notifyDelivery('download_status')} FROM changed
 )

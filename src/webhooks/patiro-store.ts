@@ -1,10 +1,11 @@
 import { poolOf, type Database } from '../db/client.js';
 import { createGroupCommitter, type StoreOptions } from '../db/group-commit.js';
-import { auditInsertSql } from '../audit.js';
+import { receiptsInsertSql, type Receipt } from '../audit.js';
 import { notifySql } from '../db/notify.js';
 import type { PatiroEvent } from './patiro-payload.js';
 
 export interface PatiroDelivery {
+  receipt: Receipt;
   /** The source (clinic) it was sent to; events and patients of two sources never share a row. */
   sourceId: string;
   event: PatiroEvent;
@@ -14,31 +15,50 @@ export interface PatiroDelivery {
 }
 
 /**
- * One statement, so one atomic commit for a whole batch: the event upserts, the patient projection
- * and one audit row per delivery. Rows arrive as one JSON array (jsonb_to_recordset), already
+ * One statement, so one atomic commit for a whole batch: one audit row per delivery, the event
+ * upserts and the patient projection. Rows arrive as JSON arrays (jsonb_to_recordset), already
  * folded to one row per (source, event) and per (source, patient): ON CONFLICT may touch a row only
- * once per statement. Every redelivery counts (n), but only a newer signed timestamp replaces the
- * data. A listening PMS is notified of each event once the batch commits (ids and types only).
+ * once per statement. The audit rows come first, keyed by receipt: a delivery whose receipt is
+ * already recorded (this write ran before) counts nothing again, and an event none of whose
+ * deliveries is new is not touched. Every new delivery counts; only a newer signed timestamp
+ * replaces the data, and receive times widen (first the earliest, last the latest), so the order in
+ * which deliveries are written does not matter. A listening PMS is notified of each event once the
+ * batch commits (ids and types only).
  */
 const SAVE_PATIRO_BATCH = `
-WITH event AS (
-  INSERT INTO patiro_events AS e (source_id, event_id, event_type, occurred_at, occurred_at_raw, data, signed_at, delivery_count)
-  SELECT source_id, event_id, event_type, occurred_at, occurred_at_raw, data, signed_at, n
+WITH arrival AS (
+  ${receiptsInsertSql(
+    `SELECT receipt_id, received_at, source_id, 'patiro', event_id, 204, body_sha256, source_address
+  FROM jsonb_to_recordset($3::jsonb) AS t(receipt_id uuid, received_at timestamptz, source_id text, event_id text, body_sha256 text, source_address text)`,
+    'ON CONFLICT (receipt_id) DO NOTHING',
+  )}
+  RETURNING source_id, event_id, received_at
+), fresh AS (
+  SELECT source_id, event_id, count(*)::int AS n, min(received_at) AS first_at, max(received_at) AS last_at
+  FROM arrival GROUP BY source_id, event_id
+), event AS (
+  INSERT INTO patiro_events AS e (source_id, event_id, event_type, occurred_at, occurred_at_raw, data, signed_at, delivery_count,
+                                  first_received_at, last_received_at)
+  SELECT t.source_id, t.event_id, t.event_type, t.occurred_at, t.occurred_at_raw, t.data, t.signed_at, f.n, f.first_at, f.last_at
   FROM jsonb_to_recordset($1::jsonb) AS t(source_id text, event_id text, event_type text, occurred_at timestamptz,
-                                          occurred_at_raw text, data jsonb, signed_at timestamptz, n int)
+                                          occurred_at_raw text, data jsonb, signed_at timestamptz)
+  JOIN fresh f USING (source_id, event_id)
   ON CONFLICT (source_id, event_id) DO UPDATE SET
-    event_type       = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.event_type ELSE e.event_type END,
-    occurred_at      = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.occurred_at ELSE e.occurred_at END,
-    occurred_at_raw  = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.occurred_at_raw ELSE e.occurred_at_raw END,
-    data             = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.data ELSE e.data END,
-    signed_at        = GREATEST(e.signed_at, EXCLUDED.signed_at),
-    last_received_at = now(),
-    delivery_count   = e.delivery_count + EXCLUDED.delivery_count
+    event_type        = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.event_type ELSE e.event_type END,
+    occurred_at       = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.occurred_at ELSE e.occurred_at END,
+    occurred_at_raw   = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.occurred_at_raw ELSE e.occurred_at_raw END,
+    data              = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.data ELSE e.data END,
+    signed_at         = GREATEST(e.signed_at, EXCLUDED.signed_at),
+    first_received_at = LEAST(e.first_received_at, EXCLUDED.first_received_at),
+    last_received_at  = GREATEST(e.last_received_at, EXCLUDED.last_received_at),
+    delivery_count    = e.delivery_count + EXCLUDED.delivery_count
   RETURNING source_id, event_id, event_type, (xmax = 0) AS inserted
 ), notify AS (
   SELECT ${notifySql({ vendor: "'patiro'", table: "'patiro_events'", id: 'event_id', source: 'source_id', eventType: 'event_type', redelivery: 'NOT inserted' })}
   FROM event
 ), patient AS (
+  -- Not filtered by receipt: newest-wins and the earliest reveal give the same row however often
+  -- a delivery is applied, and one that changes nothing writes no new row version.
   INSERT INTO patiro_patients AS p (source_id, patient_id, data, signed_at, revealed_at, updated_at, last_event_id)
   SELECT source_id, patient_id, data, signed_at, revealed_at, now(), last_event_id
   FROM jsonb_to_recordset($2::jsonb) AS t(source_id text, patient_id text, data jsonb, signed_at timestamptz,
@@ -49,11 +69,7 @@ WITH event AS (
     updated_at    = CASE WHEN EXCLUDED.signed_at > p.signed_at THEN now() ELSE p.updated_at END,
     signed_at     = GREATEST(p.signed_at, EXCLUDED.signed_at),
     revealed_at   = LEAST(p.revealed_at, EXCLUDED.revealed_at)
-  -- An older or repeated delivery that changes nothing writes no new row version (only a row lock).
   WHERE EXCLUDED.signed_at > p.signed_at OR LEAST(p.revealed_at, EXCLUDED.revealed_at) IS DISTINCT FROM p.revealed_at
-), audit AS (
-  ${auditInsertSql(`SELECT source_id, 'patiro', event_id, 204, body_sha256, source_address
-  FROM jsonb_to_recordset($3::jsonb) AS t(source_id text, event_id text, body_sha256 text, source_address text)`)}
 )
 SELECT source_id AS "sourceId", event_id AS "eventId", inserted FROM event, (SELECT count(*) FROM notify) AS notified`;
 
@@ -83,12 +99,12 @@ const keyOf = (sourceId: string, id: string) => `${sourceId}\u0000${id}`;
 
 /** The statement's three inputs: one row per event, one per patient, one audit row per delivery. */
 export function foldPatiroBatch(batch: PatiroDelivery[]) {
-  const events = new Map<string, { winner: PatiroDelivery; n: number }>();
+  const events = new Map<string, PatiroDelivery>();
   const patients = new Map<string, { winner: PatiroDelivery; patientId: string; revealedAt: string | null }>();
   for (const d of batch) {
     const eventKey = keyOf(d.sourceId, d.event.eventId);
     const event = events.get(eventKey);
-    events.set(eventKey, event ? { winner: newest(event.winner, d), n: event.n + 1 } : { winner: d, n: 1 });
+    events.set(eventKey, event ? newest(event, d) : d);
     const { patientId } = d.event;
     if (patientId === null) continue;
     const patientKey = keyOf(d.sourceId, patientId);
@@ -101,7 +117,7 @@ export function foldPatiroBatch(batch: PatiroDelivery[]) {
     );
   }
   return {
-    events: [...events.values()].map(({ winner: { sourceId, event, signedAt }, n }) => ({
+    events: [...events.values()].map(({ sourceId, event, signedAt }) => ({
       source_id: sourceId,
       event_id: event.eventId,
       event_type: event.eventType,
@@ -109,7 +125,6 @@ export function foldPatiroBatch(batch: PatiroDelivery[]) {
       occurred_at_raw: event.occurredAtRaw,
       data: event.data,
       signed_at: signedAt.toISOString(),
-      n,
     })),
     patients: [...patients.values()].map(({ winner, patientId, revealedAt: revealed }) => ({
       source_id: winner.sourceId,
@@ -119,7 +134,14 @@ export function foldPatiroBatch(batch: PatiroDelivery[]) {
       revealed_at: revealed,
       last_event_id: winner.event.eventId,
     })),
-    audit: batch.map((d) => ({ source_id: d.sourceId, event_id: d.event.eventId, body_sha256: d.bodySha256, source_address: d.sourceAddress })),
+    audit: batch.map((d) => ({
+      receipt_id: d.receipt.id,
+      received_at: d.receipt.receivedAt.toISOString(),
+      source_id: d.sourceId,
+      event_id: d.event.eventId,
+      body_sha256: d.bodySha256,
+      source_address: d.sourceAddress,
+    })),
   };
 }
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, RouteHandlerMethod } from 'fastify';
-import { recordRefusedDelivery } from '../audit.js';
+import { newReceipt, recordRefusedDelivery } from '../audit.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import { WebhookError } from '../errors.js';
@@ -62,7 +62,7 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, ..
     const signedAt = auth.signedAt ?? now;
     const remainingMs = config.ackDeadlineMs - reply.elapsedTime;
     const { inserted } = await storeWithinDeadline(
-      () => store.save({ sourceId: source.id, event, signedAt, bodySha256, sourceAddress: audit.sourceAddress }, Date.now() + remainingMs),
+      () => store.save({ receipt: newReceipt(now), sourceId: source.id, event, signedAt, bodySha256, sourceAddress: audit.sourceAddress }, Date.now() + remainingMs),
       remainingMs,
       () => recordRefusedDelivery(db, { ...audit, eventId: event.eventId, statusCode: 503 }, request.log),
     );

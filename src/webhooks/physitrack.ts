@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, RouteHandlerMethod } from 'fastify';
-import { recordRefusedDelivery } from '../audit.js';
+import { newReceipt, recordRefusedDelivery } from '../audit.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import { checkFileUrl } from '../downloads/url-policy.js';
@@ -48,8 +48,9 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
   const handler: RouteHandlerMethod = async (request, reply) => {
     const source = scope.sourceOf(request);
     const rawBody = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+    const receivedAt = new Date();
     const body = parseJsonBody(rawBody);
-    const failure = authenticate(source, body, new Date());
+    const failure = authenticate(source, body, receivedAt);
     if (failure) {
       request.log.warn({ vendor: 'physitrack', sourceId: source.id, ...failure }, 'physitrack delivery not authenticated');
       scope.authFailed(request, failure.reason, failure.hint);
@@ -69,13 +70,13 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     const check = checkFileUrl(notice.fileUrl, policy);
     const refusal = check.ok ? null : `The file URL was refused and will not be downloaded: ${check.reason}.`;
     const remainingMs = config.ackDeadlineMs - reply.elapsedTime;
-    const delivery = { sourceId: source.id, notice, refusal, deadlineHours: config.download.deadlineHours, bodySha256, sourceAddress: audit.sourceAddress };
+    const delivery = { receipt: newReceipt(receivedAt), sourceId: source.id, notice, refusal, deadlineHours: config.download.deadlineHours, bodySha256, sourceAddress: audit.sourceAddress };
     const stored = await storeWithinDeadline(
       () => store.save(delivery, Date.now() + remainingMs),
       remainingMs,
       () => recordRefusedDelivery(db, { ...audit, statusCode: 503 }, request.log),
     );
-    const fields = { vendor: 'physitrack', sourceId: source.id, deliveryId: String(stored.id), host: check.host ?? null, redelivery: stored.redelivery };
+    const fields = { vendor: 'physitrack', sourceId: source.id, deliveryId: stored.id === null ? null : String(stored.id), host: check.host ?? null, redelivery: stored.redelivery };
     if (!check.ok) {
       request.log.warn({ ...fields, reason: check.reason }, 'physitrack delivery recorded, but its file URL is refused');
       throw new WebhookError('WH_ERR_URL_REFUSED', `The file URL is refused by the download policy: ${check.reason}`);

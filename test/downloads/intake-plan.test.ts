@@ -61,14 +61,23 @@ describe('the intake statement, planned on young tables', () => {
       const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(`EXPLAIN (FORMAT JSON) EXECUTE ${INTAKE_STATEMENT.name}('[]', '[]')`);
       const reads = tableReads(rows[0]!['QUERY PLAN'][0].Plan);
       const keyed = (cond: string | undefined, ...columns: string[]) => columns.every((column) => cond?.includes(column) === true);
-      // The program of each notice, the earlier delivery of each notice, and the known programs to update.
-      expect(reads.map(({ table, index }) => `${table} using ${index}`).sort()).toEqual([
+      // The receipts recorded before, the program of each notice, the earlier delivery of each
+      // notice, the known programs to update and their latest deliveries.
+      expect([...new Set(reads.map(({ table, index }) => `${table} using ${index}`))].sort()).toEqual([
+        'physitrack_deliveries using physitrack_deliveries_pkey',
         'physitrack_deliveries using physitrack_deliveries_source_id_notice_key_key',
         'physitrack_programs using physitrack_programs_pkey',
         'physitrack_programs using physitrack_programs_source_id_patient_id_program_key_key',
+        'webhook_audit using webhook_audit_receipt_id_key',
       ]);
+      const KEYS: Record<string, string[]> = {
+        physitrack_programs_pkey: ['id'],
+        physitrack_deliveries_pkey: ['id'],
+        physitrack_deliveries_source_id_notice_key_key: ['source_id', 'notice_key'],
+        webhook_audit_receipt_id_key: ['receipt_id'],
+      };
       for (const read of reads) {
-        const columns = { physitrack_programs_pkey: ['id'], physitrack_deliveries_source_id_notice_key_key: ['source_id', 'notice_key'] }[read.index!] ?? ['source_id', 'patient_id', 'program_key'];
+        const columns = KEYS[read.index!] ?? ['source_id', 'patient_id', 'program_key'];
         expect(keyed(read.cond, ...columns), `${read.index}: ${read.cond}`).toBe(true);
       }
     } finally {

@@ -43,7 +43,7 @@ describe('the programs migration', () => {
       ('clinicaaaaaaaaaaaaaa', 'tok-c', 'P1', '${FILE}/v1.pdf', 'Knee', '2026-11-01', '2026-11-01T08:00:00Z', false, now() + interval '1 day', 'pending', NULL)`);
     const before = (await pool.query('SELECT id FROM physitrack_deliveries ORDER BY id')).rows.map((r) => r.id);
 
-    expect((await migrate(url)).applied).toEqual([PROGRAMS_MIGRATION]);
+    expect((await migrate(url)).applied[0]).toBe(PROGRAMS_MIGRATION);
 
     const rows = (await pool.query('SELECT id, patient_id, source_id, program_id, notice_key, notice_count FROM physitrack_deliveries ORDER BY id')).rows;
     expect(rows.map((r) => r.id)).toEqual(before);

@@ -1,4 +1,5 @@
 import type { InjectOptions } from 'fastify';
+import { newReceipt } from '../../src/audit.js';
 import type { NewDelivery } from '../../src/downloads/intake.js';
 import type { PhysitrackNotice } from '../../src/webhooks/physitrack-payload.js';
 
@@ -34,6 +35,7 @@ export function physitrackRequest(body: unknown, headers: Record<string, string>
 /** A parsed notice as the route hands it to insertDeliveries; each test overrides what it varies. */
 export function newDelivery(notice: Partial<PhysitrackNotice>, overrides: Partial<Omit<NewDelivery, 'notice'>> = {}): NewDelivery {
   return {
+    receipt: newReceipt(),
     sourceId: 'default',
     refusal: null,
     deadlineHours: 24,

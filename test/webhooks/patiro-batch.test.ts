@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { newReceipt } from '../../src/audit.js';
 import { createDatabase, type Database } from '../../src/db/client.js';
 import { toPatiroEvent } from '../../src/webhooks/patiro-payload.js';
 import { writePatiroBatch, type PatiroDelivery } from '../../src/webhooks/patiro-store.js';
@@ -23,6 +24,7 @@ const T0 = Date.parse('2026-11-01T00:00:00Z');
 
 function delivery(eventId: string, eventType: string, signedOffset: number, data: Record<string, unknown>): PatiroDelivery {
   return {
+    receipt: newReceipt(),
     sourceId: 'default',
     event: toPatiroEvent({ eventId, eventType, timestamp: '2026-10-31T08:00:00.1234567', data }),
     signedAt: new Date(T0 + signedOffset * 1000),
