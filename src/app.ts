@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
-import type { Database } from './db/client.js';
+import { createAvailability, type DatabaseAvailability } from './db/availability.js';
+import { reservedPoolOf, type Database } from './db/client.js';
 import { storeOptionsFor } from './db/group-commit.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
@@ -11,6 +12,8 @@ import { logAbortedRequests, OneLinePerRequest } from './http/request-log.js';
 import type { Metrics, Vendor } from './metrics.js';
 import { createSourceHealth, type SourceHealth } from './sources/health.js';
 import { createSourceRegistry, type SourceRegistry } from './sources/registry.js';
+import type { DurableWrite } from './spool/durable-write.js';
+import type { Journal } from './spool/journal.js';
 import { isPatiroConfigured } from './webhooks/patiro-auth.js';
 import { createPatiroStore, type PatiroStore } from './webhooks/patiro-store.js';
 import { patiroRoutes } from './webhooks/patiro.js';
@@ -35,6 +38,12 @@ export interface AppDeps {
   health?: SourceHealth;
   /** Set `draining` to make /readyz answer 503 and every answer close its connection (shutdown). */
   lifecycle?: Lifecycle;
+  /** Whether PostgreSQL answers; by default probed here over the reserved pool. */
+  availability?: DatabaseAvailability;
+  /** The stores' durable write (database, else the spool); without it a failed write is a 503. */
+  durable?: DurableWrite;
+  /** The spool's journal, for /readyz. */
+  journal?: Journal | undefined;
 }
 
 const VENDOR_ROUTES: Record<string, Vendor> = {
@@ -75,7 +84,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { metrics } = deps;
   if (metrics) countDeliveries(app, metrics);
   if (metrics && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
-  await app.register(healthRoutes, { db, lifecycle });
+  const availability = deps.availability ?? createAvailability({ probe: () => reservedPoolOf(db).query('SELECT 1'), initiallyUp: true });
+  if (!deps.availability) app.addHook('onClose', async () => availability.stop());
+  await app.register(healthRoutes, { lifecycle, availability, journal: deps.journal });
 
   const sources = deps.sources ?? (await createSourceRegistry({ db, config, log: logger }));
   const health = deps.health ?? createSourceHealth({ db, log: logger.child({ component: 'source-health' }) });
@@ -86,8 +97,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   const scope = (vendor: Vendor) => ({ sources, health, onAuthFailure: metrics && ((reason: string) => metrics.authFailure(vendor, reason)) });
   const storeOptions = storeOptionsFor(config);
-  const patiroStore = deps.patiroStore ?? createPatiroStore(db, storeOptions);
-  const physitrackStore = deps.physitrackStore ?? createPhysitrackStore(db, storeOptions);
+  const patiroStore = deps.patiroStore ?? createPatiroStore(db, storeOptions, deps.durable);
+  const physitrackStore = deps.physitrackStore ?? createPhysitrackStore(db, storeOptions, deps.durable);
   await app.register(patiroRoutes, { config, db, store: patiroStore, ...scope('patiro') });
   await app.register(physitrackRoutes, { config, db, store: physitrackStore, onStored: deps.onPhysitrackStored, ...scope('physitrack') });
   // The environment's source answers 404 when unset, so no endpoint runs without authentication.

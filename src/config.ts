@@ -104,6 +104,9 @@ const envSchema = z.object({
   PDF_DIR: z.string().optional(),
 
   SOURCES_SECRET_KEY: keyList.optional(),
+
+  SPOOL_DIR: z.string().trim().optional(),
+  SPOOL_MAX_BYTES: integer(1024 * 1024, 1024 * 1024 * 1024 * 1024).default(1024 * 1024 * 1024),
 });
 
 export type Config = ReturnType<typeof toConfig>;
@@ -155,7 +158,19 @@ function toConfig(env: z.infer<typeof envSchema>) {
       /** AES-256-GCM keys for the credentials in the `sources` table; the first encrypts. */
       secretKeys: env.SOURCES_SECRET_KEY ?? [],
     },
+    /** Where verified deliveries go while PostgreSQL is away; undefined: off (they get 503 then). */
+    spool: spoolDirOf(env, dataDir) === undefined ? undefined : { dir: spoolDirOf(env, dataDir)!, maxBytes: env.SPOOL_MAX_BYTES },
   };
+}
+
+/**
+ * The spool belongs on the replica's own durable volume, which only the operator can name: in
+ * production (and in tests) it is on when SPOOL_DIR is set. In development it defaults to a folder
+ * next to the embedded database.
+ */
+function spoolDirOf(env: z.infer<typeof envSchema>, dataDir: string): string | undefined {
+  if (env.SPOOL_DIR) return path.resolve(env.SPOOL_DIR);
+  return env.NODE_ENV === 'development' ? path.join(dataDir, 'spool') : undefined;
 }
 
 /** Load balancers keep sending to a terminating pod for a few seconds; outside production nothing does. */

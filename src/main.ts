@@ -57,7 +57,7 @@ async function main(): Promise<void> {
     service.stop().then(
       () => {
         logger.info('stopped');
-        process.exit(0);
+        process.exit(process.exitCode ?? 0);
       },
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');
@@ -67,6 +67,12 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  // Started without PostgreSQL, and then a migration failed once it answered: the operator must act.
+  service.connected.catch((err: unknown) => {
+    logger.fatal({ err }, 'the database schema could not be migrated; stopping');
+    process.exitCode = 1;
+    shutdown('migration failure');
+  });
 }
 
 void main();

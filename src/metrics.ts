@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Database } from './db/client.js';
+import type { JournalStats } from './spool/journal.js';
 
 export type Vendor = 'patiro' | 'physitrack';
 
@@ -26,8 +27,16 @@ async function readQueueFigures(db: Database): Promise<QueueFigures> {
   return { byStatus, oldestPendingAgeSeconds: times?.oldest ?? null, soonestDeadlineSeconds: times?.soonest ?? null };
 }
 
+/** What the metrics read of the process's state at scrape time. */
+export interface MetricsSources {
+  /** The spool's figures; absent when the spool is off. */
+  spool?: (() => JournalStats) | undefined;
+  /** Whether PostgreSQL answers, as the process last saw it. */
+  databaseUp?: (() => boolean) | undefined;
+}
+
 /** One registry per process, created in main (no global default registry). */
-export function createMetrics(db: Database) {
+export function createMetrics(db: Database, sources: MetricsSources = {}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const deliveries = new Counter({ name: 'webhook_deliveries_total', help: 'Webhook requests answered, by vendor and status code', labelNames: ['vendor', 'status'], registers: [registry] });
@@ -38,10 +47,17 @@ export function createMetrics(db: Database) {
   const downloadDuration = new Histogram({ name: 'pdf_download_duration_seconds', help: 'Duration of PDF download attempts', labelNames: ['outcome'], buckets: DOWNLOAD_BUCKETS, registers: [registry] });
   const bytes = new Counter({ name: 'pdf_download_bytes_total', help: 'Bytes of PDFs downloaded and stored', registers: [registry] });
 
-  let lastFigures: Promise<QueueFigures> | undefined;
-  // One query serves the three gauges of a scrape.
+  const spoolReplayed = new Counter({ name: 'webhook_spool_replayed_total', help: 'Spooled deliveries written to PostgreSQL by the replay', labelNames: ['vendor'], registers: [registry] });
+  const spoolRejected = new Counter({ name: 'webhook_spool_rejected_total', help: 'Spooled deliveries set aside in SPOOL_DIR/rejected (corrupt, or refused by PostgreSQL for good)', registers: [registry] });
+  spoolGauges(registry, sources);
+
+  let lastFigures: Promise<QueueFigures | undefined> | undefined;
+  // One query serves the three gauges of a scrape. While PostgreSQL is away they are absent (not
+  // stale, not zero), and the rest of the scrape (the spool's figures above all) still answers.
   const collectQueue = async () => {
-    lastFigures ??= readQueueFigures(db).finally(() => setImmediate(() => (lastFigures = undefined)));
+    lastFigures ??= readQueueFigures(db)
+      .catch(() => undefined)
+      .finally(() => setImmediate(() => (lastFigures = undefined)));
     return lastFigures;
   };
   new Gauge({
@@ -51,8 +67,10 @@ export function createMetrics(db: Database) {
     registers: [registry],
     async collect() {
       this.reset();
+      const figures = await collectQueue();
+      if (!figures) return;
       for (const status of ['pending', 'downloading', 'done', 'failed', 'expired']) this.set({ download_status: status }, 0);
-      for (const { status, n } of (await collectQueue()).byStatus) this.set({ download_status: status }, n);
+      for (const { status, n } of figures.byStatus) this.set({ download_status: status }, n);
     },
   });
   new Gauge({
@@ -60,7 +78,9 @@ export function createMetrics(db: Database) {
     help: 'Age of the oldest delivery not yet downloaded (0 when none)',
     registers: [registry],
     async collect() {
-      this.set((await collectQueue()).oldestPendingAgeSeconds ?? 0);
+      const figures = await collectQueue();
+      if (figures) this.set(figures.oldestPendingAgeSeconds ?? 0);
+      else this.remove({});
     },
   });
   new Gauge({
@@ -69,7 +89,7 @@ export function createMetrics(db: Database) {
     registers: [registry],
     async collect() {
       // Absent, not 0, when nothing waits: 0 would read as "a PDF is about to be lost".
-      const seconds = (await collectQueue()).soonestDeadlineSeconds;
+      const seconds = (await collectQueue())?.soonestDeadlineSeconds ?? null;
       if (seconds === null) this.remove({});
       else this.set(seconds);
     },
@@ -83,12 +103,32 @@ export function createMetrics(db: Database) {
       if (status === 413) tooLarge.inc({ vendor });
     },
     authFailure: (vendor: Vendor, reason: string) => authFailures.inc({ vendor, reason }),
+    spoolReplayed: (vendor: Vendor, n: number) => spoolReplayed.inc({ vendor }, n),
+    spoolRejected: (n: number) => spoolRejected.inc(n),
     downloadAttempt(outcome: string, seconds: number, sizeBytes = 0) {
       attempts.inc({ outcome });
       downloadDuration.observe({ outcome }, seconds);
       if (sizeBytes > 0) bytes.inc(sizeBytes);
     },
   };
+}
+
+/** Gauges read from memory at scrape time: they answer while PostgreSQL is away. */
+function spoolGauges(registry: Registry, { spool, databaseUp }: MetricsSources): void {
+  if (databaseUp) {
+    new Gauge({ name: 'webhook_database_up', help: '1 while PostgreSQL takes writes, 0 while deliveries go to the spool (or get 503)', registers: [registry], collect() {
+      this.set(databaseUp() ? 1 : 0);
+    } });
+  }
+  if (!spool) return;
+  const gauge = (name: string, help: string, read: (s: JournalStats) => number) =>
+    new Gauge({ name, help, registers: [registry], collect() {
+      this.set(read(spool()));
+    } });
+  gauge('webhook_spool_records', 'Deliveries in this replica\'s spool, waiting for PostgreSQL', (s) => s.records);
+  gauge('webhook_spool_bytes', 'Bytes of the spool\'s journal (SPOOL_MAX_BYTES bounds it)', (s) => s.bytes);
+  gauge('webhook_spool_oldest_age_seconds', 'Age of the oldest spooled delivery (0 when none)', (s) => s.oldestAgeSeconds ?? 0);
+  gauge('webhook_spool_failed', '1 once a spool write or fsync failed: the spool takes nothing more until a restart', (s) => (s.state === 'failed' ? 1 : 0));
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -12,6 +12,7 @@ import { patientCommands } from './commands/patients.js';
 import { programCommands } from './commands/programs.js';
 import { purgeCommands } from './commands/purge.js';
 import { sourceCommands } from './commands/sources.js';
+import { spoolCommands } from './commands/spool.js';
 import { statusCommands } from './commands/status.js';
 import { EXIT, UsageError, type CliIo, type Command, type OptionSpec, type OptionValues } from './output.js';
 
@@ -26,6 +27,7 @@ const COMMANDS: Command[] = [
   ...programCommands,
   ...purgeCommands,
   ...sourceCommands,
+  ...spoolCommands,
 ];
 
 const COMMON: OptionSpec = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
@@ -68,7 +70,7 @@ function findCommand(argv: string[]): Command | undefined {
   return matches.sort((a, b) => b.path.length - a.path.length)[0];
 }
 
-function readConfig(env: Env): Config & { databaseUrl: string } {
+function readConfig(env: Env, needsDatabase: boolean): Config & { databaseUrl: string } {
   let config: Config;
   try {
     config = loadConfig(env);
@@ -76,6 +78,8 @@ function readConfig(env: Env): Config & { databaseUrl: string } {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;
   }
+  // A command that never queries gets a client that is never connected.
+  if (!needsDatabase) return { ...config, databaseUrl: config.databaseUrl ?? 'postgresql://127.0.0.1:1/unused' };
   if (!config.databaseUrl) {
     // The embedded database belongs to the running service; a second process must not start one.
     throw new UsageError('set DATABASE_URL (the running service logs the embedded database\'s psql URL at start)');
@@ -119,7 +123,7 @@ export async function run(argv: string[], env: Env, io: CliIo): Promise<number> 
 
   let config: Config & { databaseUrl: string };
   try {
-    config = readConfig(env);
+    config = readConfig(env, cmd.needsDatabase !== false);
   } catch (err) {
     say('stderr', (err as Error).message);
     return EXIT.usage;

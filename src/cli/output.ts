@@ -156,6 +156,8 @@ export interface Command<Args = unknown> {
   /** Explanation shown by `--help`, flags included. */
   details: string;
   options: OptionSpec;
+  /** False for a command that never queries (it runs without DATABASE_URL). */
+  needsDatabase?: boolean;
   parse(values: OptionValues, positionals: string[]): Args;
   run(ctx: CommandContext, args: Args): Promise<number>;
 }

@@ -40,8 +40,8 @@ export async function createDatabaseIfMissing(adminUrl: string, name: string): P
   }
 }
 
-export async function migrateAndReport(url: string, log: Logger): Promise<void> {
-  const result = await migrate(url);
+export async function migrateAndReport(url: string, log: Logger, connectTimeoutMs?: number): Promise<void> {
+  const result = await migrate(url, undefined, connectTimeoutMs);
   if (result.applied.length > 0) log.info({ migrations: result.applied }, 'applied database migrations');
   else log.info('database schema is up to date');
   for (const name of result.modified) log.warn({ migration: name }, 'an applied migration was modified after it was applied');

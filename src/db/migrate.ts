@@ -36,9 +36,11 @@ export async function readMigrations(dir: string): Promise<Migration[]> {
  * `_prisma_migrations` exactly as Prisma does, so the Prisma CLI on a connected machine agrees.
  * Each migration runs in its own transaction: a failure leaves no half-applied schema.
  */
-export async function migrate(databaseUrl: string, dir = DEFAULT_MIGRATIONS_DIR): Promise<MigrationResult> {
+export async function migrate(databaseUrl: string, dir = DEFAULT_MIGRATIONS_DIR, connectTimeoutMs = 10_000): Promise<MigrationResult> {
   const migrations = await readMigrations(dir);
-  const client = new pg.Client({ connectionString: databaseUrl });
+  // A database host that does not answer (a firewall dropping packets) fails the connection here
+  // instead of after the kernel's TCP timeout, minutes later.
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: connectTimeoutMs });
   await client.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [PRISMA_ADVISORY_LOCK]);

@@ -1,28 +1,37 @@
 import type { FastifyInstance } from 'fastify';
-import { reservedPoolOf, type Database } from '../db/client.js';
-import { withDeadline } from '../deadline.js';
+import type { DatabaseAvailability } from '../db/availability.js';
+import type { Journal } from '../spool/journal.js';
 import type { Lifecycle } from './lifecycle.js';
 
-const READY_TIMEOUT_MS = 1000;
+export interface HealthOptions {
+  lifecycle: Lifecycle;
+  availability: DatabaseAvailability;
+  journal?: Journal | undefined;
+}
 
 /**
- * /healthz: the process is alive (no database: an outage must not cause a restart loop).
- * /readyz: the database answers. It asks over the reserved pool, so a main pool full of writes
- * under load does not make a working replica look unready and get it taken out of service.
+ * /healthz: the process is alive (no database: an outage must not cause a restart loop); also the
+ * startup probe, since the service starts without PostgreSQL.
+ * /readyz: this replica can durably accept a delivery now: PostgreSQL answers, or the spool is
+ * writable and under its limit. The database check is shared by concurrent probes and asked at
+ * most every second (over the reserved pool), so probes cannot load the database.
  */
-export async function healthRoutes(app: FastifyInstance, { db, lifecycle }: { db: Database; lifecycle: Lifecycle }): Promise<void> {
-  const pool = reservedPoolOf(db);
+export async function healthRoutes(app: FastifyInstance, { lifecycle, availability, journal }: HealthOptions): Promise<void> {
   app.get('/healthz', { logLevel: 'warn' }, async (_request, reply) => reply.code(200).send({ status: 'ok' }));
 
-  app.get('/readyz', { logLevel: 'warn' }, async (request, reply) => {
+  app.get('/readyz', { logLevel: 'warn' }, async (_request, reply) => {
+    const spool = journal && (({ records, bytes, state }) => ({ records, bytes, state }))(journal.stats());
     // Draining: still answering, but the load balancer should stop sending here.
-    if (lifecycle.draining) return reply.code(503).send({ status: 'draining', reason: 'the service is shutting down' });
-    try {
-      await withDeadline(pool.query('SELECT 1'), READY_TIMEOUT_MS);
-      return reply.code(200).send({ status: 'ready' });
-    } catch (err) {
-      request.log.warn({ err }, 'readiness check failed: the database does not answer');
-      return reply.code(503).send({ status: 'unavailable', reason: 'the database does not answer' });
-    }
+    if (lifecycle.draining) return reply.code(503).send({ status: 'draining', reason: 'the service is shutting down', ...(spool ? { spool } : {}) });
+    const databaseUp = await availability.check();
+    const database = databaseUp ? 'ok' : 'unavailable';
+    if (databaseUp) return reply.code(200).send({ status: 'ready', database, ...(spool ? { spool } : {}) });
+    if (journal?.accepting()) return reply.code(200).send({ status: 'ready', database, spool });
+    const reason = !journal
+      ? 'the database does not answer (and there is no spool: set SPOOL_DIR)'
+      : spool?.state === 'failed'
+        ? 'the database does not answer and the spool failed'
+        : 'the database does not answer and the spool is full';
+    return reply.code(503).send({ status: 'unavailable', database, reason, ...(spool ? { spool } : {}) });
   });
 }

@@ -1,12 +1,14 @@
 import type { FastifyBaseLogger } from 'fastify';
 import pg from 'pg';
-import { ConfigError, type Config } from '../config.js';
+import type { Config } from '../config.js';
 import type { Database } from '../db/client.js';
 import type { Vendor } from '../metrics.js';
 import { isPatiroConfigured } from '../webhooks/patiro-auth.js';
 import { DEFAULT_SOURCE_ID, parseCredentials, type SecretEntry } from './credentials.js';
-import { createKeyring, type Keyring } from './sealed.js';
-import { readAllSources, recordDefaultSources, SOURCES_CHANNEL, type SourceRow, type SourceStatus } from './sources-table.js';
+import type { CopiedSource, SourcesCopy } from '../spool/sources-copy.js';
+import { recordReplica, type Replica } from './replicas.js';
+import { createKeyring, keyIdOf } from './sealed.js';
+import { readAllSources, recordDefaultSources, SOURCES_CHANNEL, type SourceStatus } from './sources-table.js';
 
 /** One sender configuration as the ack path sees it: looked up in memory, never in the database. */
 export interface Source {
@@ -25,7 +27,8 @@ export interface Source {
   unreadable?: string;
 }
 
-export type Lookup = { found: 'active' | 'disabled'; source: Source } | { found: 'none' };
+/** `unknown`: the sources table has not been read yet and there is no local copy: nobody can tell. */
+export type Lookup = { found: 'active' | 'disabled'; source: Source } | { found: 'none' } | { found: 'unknown' };
 
 export interface SourceRegistry {
   lookup(vendor: Vendor, id: string): Lookup;
@@ -41,6 +44,10 @@ export interface RegistryOptions {
   config: Config;
   log: FastifyBaseLogger;
   refreshIntervalMs?: number;
+  /** The replica's copy of the table (in SPOOL_DIR): read when the table cannot be, saved after every load. */
+  localCopy?: SourcesCopy | undefined;
+  /** Recorded with the key ids this process holds, for the CLI's check before it seals. */
+  replica?: Replica | undefined;
 }
 
 function environmentSources(config: Config): Map<Vendor, Source> {
@@ -59,33 +66,18 @@ function environmentSources(config: Config): Map<Vendor, Source> {
   return sources;
 }
 
-/** A startup error naming what to set, when the table holds credentials the configured keys cannot open. */
-function checkKeys(rows: SourceRow[], keyring: Keyring): void {
-  const sealed = rows.filter((r) => r.credentials !== null);
-  if (sealed.length > 0 && keyring.size === 0) {
-    throw new ConfigError([
-      `SOURCES_SECRET_KEY: is not set, but the sources table holds ${sealed.length} source(s) with encrypted credentials; set it to the key they were created with`,
-    ]);
-  }
-  const missing = new Map<string, string[]>();
-  for (const row of sealed) {
-    const keyId = keyring.keyIdOf(row.credentials!) ?? 'unknown';
-    if (!keyring.has(keyId)) missing.set(keyId, [...(missing.get(keyId) ?? []), row.id]);
-  }
-  if (missing.size > 0) {
-    const problems = [...missing].map(([keyId, ids]) => `SOURCES_SECRET_KEY: does not include key ${keyId}, which encrypted the credentials of source(s) ${ids.join(', ')}`);
-    throw new ConfigError(problems);
-  }
-}
-
-export async function createSourceRegistry({ db, config, log, refreshIntervalMs = 15_000 }: RegistryOptions): Promise<SourceRegistry> {
+export async function createSourceRegistry({ db, config, log, refreshIntervalMs = 15_000, localCopy, replica }: RegistryOptions): Promise<SourceRegistry> {
   const keyring = createKeyring(config.sources.secretKeys);
+  const keyIds = config.sources.secretKeys.map(keyIdOf);
   const fromEnvironment = environmentSources(config);
   let fromTable = new Map<string, Source>();
+  let tableKnown = false;
+  // Each unreadable source is logged once (per sealed value), not at every reload.
+  let reported = new Set<string>();
   // Opening is cheap, but a reload per change should not redo every source: keyed by the sealed text.
   let opened = new Map<string, Source>();
 
-  function toSource(row: SourceRow): Source {
+  function toSource(row: CopiedSource): Source {
     const cacheKey = `${row.vendor}/${row.id}/${row.credentials}`;
     const known = opened.get(cacheKey);
     const base = { vendor: row.vendor, id: row.id, name: row.name, status: row.status };
@@ -98,39 +90,59 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
     }
   }
 
-  async function readTable(all: SourceRow[]): Promise<void> {
+  /**
+   * A source whose credentials do not open (sealed with a key this process lacks) answers 503 and
+   * is named in an error; every other source is served. It never stops the replica.
+   */
+  function readTable(all: CopiedSource[]): void {
     const rows = all.filter((r) => r.credentials !== null);
     const next = new Map<string, Source>();
     const nextOpened = new Map<string, Source>();
+    const nextReported = new Set<string>();
     for (const row of rows) {
       const source = toSource(row);
-      if (source.unreadable) log.error({ vendor: row.vendor, sourceId: row.id, reason: source.unreadable }, 'the credentials of this source cannot be opened; its deliveries get 503');
+      const cacheKey = `${row.vendor}/${row.id}/${row.credentials}`;
+      if (source.unreadable) {
+        if (!reported.has(cacheKey)) {
+          const hint = keyring.size === 0 ? 'SOURCES_SECRET_KEY is not set' : 'add the key that sealed it to SOURCES_SECRET_KEY';
+          log.error({ vendor: row.vendor, sourceId: row.id, reason: source.unreadable, hint }, 'the credentials of this source cannot be opened; its deliveries get 503');
+        }
+        nextReported.add(cacheKey);
+      }
       next.set(`${row.vendor}/${row.id}`, source);
-      nextOpened.set(`${row.vendor}/${row.id}/${row.credentials}`, source);
+      nextOpened.set(cacheKey, source);
     }
     fromTable = next;
     opened = nextOpened;
+    reported = nextReported;
+    tableKnown = true;
   }
 
   // The environment's rows are written once; until that has worked, each reload tries again.
   let defaultsRecorded = false;
-  async function load(): Promise<SourceRow[]> {
+  async function load(): Promise<CopiedSource[]> {
     if (!defaultsRecorded) {
       await recordDefaultSources(db, { patiro: fromEnvironment.has('patiro'), physitrack: fromEnvironment.has('physitrack') });
       defaultsRecorded = true;
     }
-    return readAllSources(db);
+    const rows = await readAllSources(db);
+    await localCopy?.save(rows).catch((err: unknown) => log.warn({ err }, 'could not save the local copy of the sources'));
+    if (replica) await recordReplica(db, replica, keyIds).catch((err: unknown) => log.warn({ err }, 'could not record this replica in receiver_replicas'));
+    return rows;
   }
 
-  // A database that cannot be read yet does not stop the environment's source from being served;
-  // keys that cannot open what the table holds do (the operator must fix the configuration).
+  // A database that cannot be read yet does not stop the environment's source from being served,
+  // nor, from the local copy, the table's.
   try {
-    const rows = await load();
-    checkKeys(rows, keyring);
-    await readTable(rows);
+    readTable(await load());
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    log.warn({ err }, 'could not read the sources table; serving the environment source and trying again');
+    const copy = await localCopy?.read();
+    if (copy) {
+      readTable(copy);
+      log.warn({ err, sources: copy.length }, 'could not read the sources table; serving the sources of the local copy and trying again');
+    } else {
+      log.warn({ err }, 'could not read the sources table and there is no local copy: serving the environment source; table sources answer 503 until it is read');
+    }
   }
 
   let reloading: Promise<void> | undefined;
@@ -144,7 +156,7 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
       do {
         again = false;
         try {
-          await readTable(await load());
+          readTable(await load());
         } catch (err) {
           log.warn({ err }, 'could not reload the sources; serving the ones already loaded');
         }
@@ -163,6 +175,7 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
 
   return {
     lookup(vendor, id) {
+      if (id !== DEFAULT_SOURCE_ID && !tableKnown) return { found: 'unknown' };
       const source = id === DEFAULT_SOURCE_ID ? fromEnvironment.get(vendor) : fromTable.get(`${vendor}/${id}`);
       if (!source) return { found: 'none' };
       return { found: source.status === 'active' ? 'active' : 'disabled', source };

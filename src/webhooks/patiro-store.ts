@@ -2,6 +2,7 @@ import { poolOf, type Database } from '../db/client.js';
 import { createGroupCommitter, type StoreOptions } from '../db/group-commit.js';
 import { receiptsInsertSql, type Receipt } from '../audit.js';
 import { notifySql } from '../db/notify.js';
+import type { DurableWrite } from '../spool/durable-write.js';
 import type { PatiroEvent } from './patiro-payload.js';
 
 export interface PatiroDelivery {
@@ -165,14 +166,24 @@ export async function writePatiroBatch(db: Database, batch: PatiroDelivery[]): P
 }
 
 export interface PatiroStore {
-  /** Resolves once the delivery is committed (`inserted` is false for a redelivery). */
-  save(delivery: PatiroDelivery, deadlineAt: number): Promise<{ inserted: boolean }>;
+  /**
+   * Resolves once the delivery is durable: committed (`inserted` is false for a redelivery), or,
+   * while PostgreSQL is away, in this replica's spool (`spooled`; replayed when it is back).
+   */
+  save(delivery: PatiroDelivery, deadlineAt: number): Promise<{ inserted: boolean; spooled?: true }>;
 }
 
-export function createPatiroStore(db: Database, options: StoreOptions = {}): PatiroStore {
+/** Group-committed writes; through `durable` (when given), with the spool to fall back on. */
+export function createPatiroStore(db: Database, options: StoreOptions = {}, durable?: DurableWrite): PatiroStore {
   const committer = createGroupCommitter<PatiroDelivery, { inserted: boolean }>({
     writeBatch: (batch) => writePatiroBatch(db, batch),
     ...options,
   });
-  return { save: (delivery, deadlineAt) => committer.submit(delivery, deadlineAt) };
+  return {
+    async save(delivery, deadlineAt) {
+      if (!durable) return committer.submit(delivery, deadlineAt);
+      const outcome = await durable.write({ vendor: 'patiro', delivery }, (dbDeadline) => committer.submit(delivery, dbDeadline), deadlineAt);
+      return outcome.spooled ? { inserted: false, spooled: true } : outcome.result;
+    },
+  };
 }

@@ -61,12 +61,14 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, ..
 
     const signedAt = auth.signedAt ?? now;
     const remainingMs = config.ackDeadlineMs - reply.elapsedTime;
-    const { inserted } = await storeWithinDeadline(
+    const { inserted, spooled } = await storeWithinDeadline(
       () => store.save({ receipt: newReceipt(now), sourceId: source.id, event, signedAt, bodySha256, sourceAddress: audit.sourceAddress }, Date.now() + remainingMs),
       remainingMs,
       () => recordRefusedDelivery(db, { ...audit, eventId: event.eventId, statusCode: 503 }, request.log),
     );
-    logOutcome(request, 'patiro event stored', { vendor: 'patiro', sourceId: source.id, eventId: event.eventId, eventType: event.eventType, redelivery: !inserted });
+    const fields = { vendor: 'patiro', sourceId: source.id, eventId: event.eventId, eventType: event.eventType };
+    if (spooled) logOutcome(request, 'patiro event spooled (PostgreSQL is away)', fields);
+    else logOutcome(request, 'patiro event stored', { ...fields, redelivery: !inserted });
     return reply.code(204).send();
   };
 

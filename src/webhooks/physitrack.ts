@@ -81,7 +81,7 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
       request.log.warn({ ...fields, reason: check.reason }, 'physitrack delivery recorded, but its file URL is refused');
       throw new WebhookError('WH_ERR_URL_REFUSED', `The file URL is refused by the download policy: ${check.reason}`);
     }
-    const msg = stored.redelivery ? 'physitrack notice received again' : 'physitrack delivery stored';
+    const msg = stored.spooled ? 'physitrack delivery spooled (PostgreSQL is away)' : stored.redelivery ? 'physitrack notice received again' : 'physitrack delivery stored';
     logOutcome(request, msg, { ...fields, updated: notice.updated, downloadStatus: stored.downloadStatus });
     // A new notice, or one that put a failed or expired delivery back in the queue.
     if (stored.downloadStatus === 'pending') onStored?.();

@@ -46,6 +46,11 @@ export function sourceScope(app: FastifyInstance, vendor: Vendor, { sources, hea
   app.addHook('onRequest', async (request) => {
     const id = (request.params as { sourceId?: string }).sourceId ?? DEFAULT_SOURCE_ID;
     const found = sources.lookup(vendor, id);
+    if (found.found === 'unknown') {
+      // Never 404 (that would say it does not exist) and never a 2xx unchecked: the sender retries.
+      request.log.warn({ vendor, sourceId: id.slice(0, 64), reason: 'sources_unknown' }, 'delivery for a source that cannot be checked yet (the sources table has not been read, and there is no local copy)');
+      throw new WebhookError('WH_ERR_SOURCE_UNAVAILABLE', 'The sources cannot be checked right now; retry later');
+    }
     if (found.found === 'none') {
       request.log.warn({ vendor, sourceId: id.slice(0, 64), reason: 'unknown_source' }, 'delivery for a source that does not exist');
       onAuthFailure?.('unknown_source');

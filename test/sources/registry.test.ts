@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config.js';
 import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
 import { addSource } from '../../src/sources/manage.js';
 import { createSourceRegistry, type SourceRegistry } from '../../src/sources/registry.js';
@@ -39,20 +39,34 @@ beforeEach(async () => {
 });
 
 describe('the source registry', () => {
-  it('refuses to start without SOURCES_SECRET_KEY when the table holds credentials, saying what to set', async () => {
-    await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
-    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url });
-    const started = createSourceRegistry({ db, config, log: captureLogs().logger });
-    await expect(started).rejects.toBeInstanceOf(ConfigError);
-    await expect(started).rejects.toThrow(/SOURCES_SECRET_KEY: is not set, but the sources table holds 1 source/);
+  it('starts without SOURCES_SECRET_KEY when the table holds credentials: those sources are unreadable and named in an error', async () => {
+    const { row } = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
+    const logs = captureLogs();
+    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, PATIRO_SIGNING_SECRET: 'a'.repeat(32) });
+    const r = await createSourceRegistry({ db, config, log: logs.logger });
+    opened.push(r);
+    const lookup = r.lookup('patiro', row.id);
+    expect(lookup.found === 'active' && lookup.source.unreadable).toMatch(/not in SOURCES_SECRET_KEY/);
+    expect(r.lookup('patiro', 'default')).toMatchObject({ found: 'active' });
+    const errors = logs.entries().filter((e) => e.level === 50);
+    expect(errors).toEqual([expect.objectContaining({ sourceId: row.id, hint: 'SOURCES_SECRET_KEY is not set' })]);
+    // Logged once, not at every reload.
+    await r.reload();
+    expect(logs.entries().filter((e) => e.level === 50)).toHaveLength(1);
   });
 
-  it('refuses to start when no configured key opens the credentials, naming the key that does', async () => {
+  it('starts when a source was sealed with a key it lacks, serves every other source, and opens it once the key is listed', async () => {
     const { row } = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
-    await expect(registry([otherKey])).rejects.toThrow(`does not include key ${keyIdOf(key)}, which encrypted the credentials of source(s) ${row.id}`);
+    const other = await addSource(db, [otherKey, key], { vendor: 'patiro', name: 'Clinic B' });
+    const r = await registry([otherKey]);
+    const lookup = r.lookup('patiro', row.id);
+    expect(lookup.found === 'active' && lookup.source.unreadable).toMatch(`sealed with key ${keyIdOf(key)}`);
+    const served = r.lookup('patiro', other.row.id);
+    expect(served.found === 'active' && served.source.unreadable).toBeUndefined();
     // The old key listed second still opens them (key rotation).
     const rotated = await registry([otherKey, key]);
-    expect(rotated.lookup('patiro', row.id)).toMatchObject({ found: 'active' });
+    const opened = rotated.lookup('patiro', row.id);
+    expect(opened.found === 'active' && opened.source.unreadable).toBeUndefined();
   });
 
   it('marks a source added later with a key it does not have as unreadable, and keeps serving the others', async () => {

@@ -1,0 +1,190 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { FastifyBaseLogger } from 'fastify';
+import { isPermanentWriteError, type DatabaseAvailability } from '../db/availability.js';
+import type { Database } from '../db/client.js';
+import { insertDeliveries } from '../downloads/intake.js';
+import type { Vendor } from '../metrics.js';
+import { writePatiroBatch } from '../webhooks/patiro-store.js';
+import { nodeIo, type Journal, type JournalFile } from './journal.js';
+import { CorruptRecordError, decodeRecord, encodeRecord, type SpooledDelivery } from './records.js';
+
+// Writes what the spool holds into PostgreSQL, oldest file first and in arrival order within it,
+// through the very statements a live delivery uses, and only then removes the file. A crash after
+// the COMMIT and before the removal replays the file again: the receipts make that a no-op. A record
+// that fails its checksum, or that PostgreSQL refuses for good, is set aside in `rejected/`.
+
+export interface ReplayResult {
+  replayed: number;
+  rejected: number;
+  /** False when PostgreSQL went away mid-way: the rest waits for the next run. */
+  complete: boolean;
+}
+
+export interface ReplayerOptions {
+  journal: Journal;
+  /** Where records that can never be written are set aside (SPOOL_DIR/rejected). */
+  rejectedDir: string;
+  db: Database;
+  availability?: DatabaseAvailability | undefined;
+  log: FastifyBaseLogger;
+  batchSize?: number;
+  onReplayed?: (vendor: Vendor, n: number) => void;
+  onRejected?: (n: number) => void;
+  /** A Physitrack delivery was written: wake the download worker. */
+  onPhysitrackWritten?: () => void;
+  /** For tests: runs after a file's records are committed and before the file is removed. */
+  afterCommit?: (file: JournalFile) => Promise<void>;
+}
+
+export interface Replayer {
+  /** Replays every file waiting, oldest first; stops at the first sign that PostgreSQL is away. */
+  runOnce(): Promise<ReplayResult>;
+  /** Replays whenever PostgreSQL is (back) up and files wait; checks every few seconds. */
+  start(): void;
+  stop(): Promise<void>;
+}
+
+class DatabaseAwayError extends Error {}
+
+interface ReadFile {
+  records: SpooledDelivery[];
+  bad: { line: Buffer; reason: string }[];
+}
+
+async function readJournalFile(file: string): Promise<ReadFile> {
+  const data = await fs.readFile(file);
+  const lines: Buffer[] = [];
+  for (let start = 0; start < data.length; ) {
+    const end = data.indexOf(0x0a, start);
+    lines.push(data.subarray(start, end === -1 ? data.length : end));
+    start = end === -1 ? data.length : end + 1;
+  }
+  const result: ReadFile = { records: [], bad: [] };
+  for (const line of lines) {
+    if (line.length === 0 || /^end \d+$/.test(line.toString('latin1'))) continue;
+    try {
+      result.records.push(decodeRecord(line));
+    } catch (err) {
+      if (!(err instanceof CorruptRecordError)) throw err;
+      result.bad.push({ line, reason: err.message });
+    }
+  }
+  return result;
+}
+
+/** Consecutive records of one vendor, at most `size` each: written in arrival order, a batch at a time. */
+function runsOf(records: SpooledDelivery[], size: number): SpooledDelivery[][] {
+  const runs: SpooledDelivery[][] = [];
+  for (const record of records) {
+    const last = runs.at(-1);
+    if (last && last.length < size && last[0]!.vendor === record.vendor) last.push(record);
+    else runs.push([record]);
+  }
+  return runs;
+}
+
+export function createReplayer(options: ReplayerOptions): Replayer {
+  const { journal, rejectedDir, db, availability, log, batchSize = 500 } = options;
+  let running: Promise<ReplayResult> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+
+  /** A run is of one vendor (runsOf). */
+  async function write(run: SpooledDelivery[]): Promise<void> {
+    if (run[0]!.vendor === 'patiro') await writePatiroBatch(db, run.flatMap((r) => (r.vendor === 'patiro' ? [r.delivery] : [])));
+    else await insertDeliveries(db, run.flatMap((r) => (r.vendor === 'physitrack' ? [r.delivery] : [])));
+  }
+
+  /** Writes a run; a run PostgreSQL refuses for good is written one by one, to set aside only the bad. */
+  async function writeRun(run: SpooledDelivery[], refused: ReadFile['bad']): Promise<number> {
+    try {
+      await write(run);
+      return run.length;
+    } catch (err) {
+      if (!isPermanentWriteError(err)) throw new DatabaseAwayError((err as Error).message, { cause: err });
+      if (run.length === 1) {
+        const code = (err as { code?: string }).code;
+        refused.push({ line: encodeRecord(run[0]!).subarray(0, -1), reason: `PostgreSQL refused it (SQLSTATE ${code})` });
+        return 0;
+      }
+      let written = 0;
+      for (const one of run) written += await writeRun([one], refused);
+      return written;
+    }
+  }
+
+  async function setAside(file: JournalFile, bad: ReadFile['bad']): Promise<void> {
+    await fs.mkdir(rejectedDir, { recursive: true, mode: 0o700 });
+    const text = Buffer.concat(bad.flatMap(({ line }) => [line, Buffer.from('\n')]));
+    const target = path.join(rejectedDir, `${file.name}.rejected`);
+    await fs.rm(`${target}.tmp`, { force: true });
+    await nodeIo.writeDurably(`${target}.tmp`, text);
+    await fs.rename(`${target}.tmp`, target);
+    await nodeIo.syncDirectory(rejectedDir);
+    // Record contents are patient data: the log names the file and the reasons only.
+    log.error({ file: file.name, rejected: bad.length, reasons: [...new Set(bad.map((b) => b.reason))], rejectedDir }, 'spooled deliveries set aside: they cannot be written');
+    options.onRejected?.(bad.length);
+  }
+
+  async function replayFile(file: JournalFile): Promise<{ replayed: number; rejected: number }> {
+    const { records, bad } = await readJournalFile(path.join(journal.dir, file.name));
+    let replayed = 0;
+    for (const run of runsOf(records, batchSize)) {
+      const written = await writeRun(run, bad);
+      replayed += written;
+      if (written > 0) {
+        options.onReplayed?.(run[0]!.vendor, written);
+        if (run[0]!.vendor === 'physitrack') options.onPhysitrackWritten?.();
+      }
+    }
+    if (bad.length > 0) await setAside(file, bad);
+    await options.afterCommit?.(file);
+    await journal.remove(file.name);
+    return { replayed, rejected: bad.length };
+  }
+
+  async function runAll(): Promise<ReplayResult> {
+    const total: ReplayResult = { replayed: 0, rejected: 0, complete: true };
+    for (const file of journal.files()) {
+      if (stopped) return { ...total, complete: false };
+      try {
+        const { replayed, rejected } = await replayFile(file);
+        total.replayed += replayed;
+        total.rejected += rejected;
+      } catch (err) {
+        if (!(err instanceof DatabaseAwayError)) throw err;
+        availability?.reportUnavailable(err.cause);
+        log.warn({ err: err.cause, file: file.name }, 'replaying the spool stopped: PostgreSQL is away again');
+        return { ...total, complete: false };
+      }
+    }
+    if (total.replayed + total.rejected > 0) log.info({ replayed: total.replayed, rejected: total.rejected, waiting: journal.stats().records }, 'replayed the spool into PostgreSQL');
+    return total;
+  }
+
+  const runOnce = () => {
+    running ??= runAll().finally(() => (running = undefined));
+    return running;
+  };
+
+  const kick = () => {
+    if (stopped || running || journal.files().length === 0 || (availability && !availability.up)) return;
+    void runOnce().catch((err: unknown) => log.error({ err }, 'replaying the spool failed; trying again later'));
+  };
+
+  return {
+    runOnce,
+    start() {
+      availability?.onChange((up) => up && kick());
+      timer = setInterval(kick, 2000);
+      timer.unref();
+      kick();
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running?.catch(() => undefined);
+    },
+  };
+}
