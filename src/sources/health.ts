@@ -41,6 +41,9 @@ function merge(a: Pending, b: Pending): Pending {
 export function createSourceHealth({ db, log, intervalMs = 1000 }: { db: Database; log: FastifyBaseLogger; intervalMs?: number }): SourceHealth {
   let pending = new Map<string, Pending>();
   let flushing: Promise<void> = Promise.resolve();
+  // While PostgreSQL is away this fails every second: said once a minute, with the count.
+  let failedSinceWarning = 0;
+  let warnedAt = 0;
 
   const add = (update: Pending) => {
     const key = `${update.vendor}/${update.id}`;
@@ -54,8 +57,14 @@ export function createSourceHealth({ db, log, intervalMs = 1000 }: { db: Databas
     pending = new Map();
     try {
       await recordHealth(db, [...taken.values()]);
+      failedSinceWarning = 0;
     } catch (err) {
-      log.warn({ err, sources: taken.size }, 'could not record source health; will try again');
+      failedSinceWarning += 1;
+      if (Date.now() - warnedAt >= 60_000) {
+        log.warn({ err, sources: taken.size, failures: failedSinceWarning }, 'could not record source health; will try again');
+        warnedAt = Date.now();
+        failedSinceWarning = 0;
+      }
       // What arrived meanwhile is newer than what was taken.
       const newer = pending;
       pending = taken;

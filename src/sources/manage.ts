@@ -10,7 +10,8 @@ import {
   rotate,
   type Credentials,
 } from './credentials.js';
-import { createKeyring, type Keyring } from './sealed.js';
+import { runningReplicas } from './replicas.js';
+import { createKeyring, keyIdOf, type Keyring } from './sealed.js';
 import { findSources, insertSource, replaceCredentials, sealingKeyIds, type SourceRow } from './sources-table.js';
 
 // What the operator CLI does to sources, as functions (the CLI prints; tests and the bench call).
@@ -53,18 +54,35 @@ export interface AddedSource {
  * the service's keys, and the service could not open this source either (a CLI run with another
  * SOURCES_SECRET_KEY, or none, than the service's).
  */
-async function checkSameKeys(db: Database, keyring: Keyring): Promise<void> {
+async function checkSameKeys(db: Database, keyring: Keyring, keys: readonly Buffer[]): Promise<void> {
   const foreign = (await sealingKeyIds(db)).filter((keyId) => !keyring.has(keyId));
-  if (foreign.length === 0) return;
+  if (foreign.length > 0) {
+    throw new SourceChangeError(
+      `SOURCES_SECRET_KEY does not include key ${foreign.join(', ')}, which sealed the sources already in this database; ` +
+        `use the service's SOURCES_SECRET_KEY (the service could not open a source sealed with this one)`,
+    );
+  }
+  await checkReplicasCanOpen(db, keys);
+}
+
+/**
+ * Refuses to seal with a key that a running replica lacks: that replica would answer 503 for the
+ * source until restarted with the key. During a key rotation, every replica must list the new key
+ * (second) before the CLI seals with it (first).
+ */
+async function checkReplicasCanOpen(db: Database, keys: readonly Buffer[]): Promise<void> {
+  const sealing = keyIdOf(keys[0]!);
+  const lacking = (await runningReplicas(db)).filter((r) => !r.keyIds.includes(sealing));
+  if (lacking.length === 0) return;
   throw new SourceChangeError(
-    `SOURCES_SECRET_KEY does not include key ${foreign.join(', ')}, which sealed the sources already in this database; ` +
-      `use the service's SOURCES_SECRET_KEY (the service could not open a source sealed with this one)`,
+    `the running replica(s) ${lacking.map((r) => r.id).join(', ')} cannot open key ${sealing}, the first of this SOURCES_SECRET_KEY, ` +
+      'which would seal the credentials; add the key to their SOURCES_SECRET_KEY (after the one they have) and restart them first',
   );
 }
 
 export async function addSource(db: Database, keys: readonly Buffer[], input: AddSourceInput): Promise<AddedSource> {
   const keyring = createKeyring(keys);
-  await checkSameKeys(db, keyring);
+  await checkSameKeys(db, keyring, keys);
   const now = (input.now ?? new Date()).toISOString();
   const secret = input.secret === undefined ? newSecret() : checkSecret(input.secret);
   const token = input.withToken && input.vendor === 'patiro' ? newSecret() : null;
@@ -92,7 +110,7 @@ export interface RotatedSource {
 export async function rotateSource(db: Database, keys: readonly Buffer[], id: string, options: { keepOldMs: number; secret?: string; now?: Date }): Promise<RotatedSource> {
   if (id === DEFAULT_SOURCE_ID) throw new SourceChangeError('the default source is configured by environment variables; rotate those instead');
   const keyring = createKeyring(keys);
-  await checkSameKeys(db, keyring);
+  await checkSameKeys(db, keyring, keys);
   const secret = options.secret === undefined ? newSecret() : checkSecret(options.secret);
   for (let attempt = 0; attempt < 3; attempt += 1) {
     const [current] = await findSources(db, id);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { newReceipt } from '../../src/audit.js';
 import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
+import { createGroupCommitter } from '../../src/db/group-commit.js';
 import { insertDeliveries } from '../../src/downloads/intake.js';
 import { toPatiroEvent } from '../../src/webhooks/patiro-payload.js';
 import { writePatiroBatch, type PatiroDelivery } from '../../src/webhooks/patiro-store.js';
@@ -76,6 +77,34 @@ describe('a Patiro write that runs again', () => {
     expect(rows).toEqual([{ first_received_at: early.receipt.receivedAt, last_received_at: late.receipt.receivedAt, data: { id: 'p1', v: 2 } }]);
     const audit = await database.pool.query('SELECT received_at FROM webhook_audit ORDER BY received_at');
     expect(audit.rows.map((r) => r.received_at)).toEqual([early.receipt.receivedAt, late.receipt.receivedAt]);
+  });
+
+  it('counts once when the group committer retries a batch whose COMMIT answer was lost', async () => {
+    let lost = false;
+    const committer = createGroupCommitter({
+      // The first batch of several commits, then its connection breaks before the answer arrives:
+      // the committer splits it and writes the halves again.
+      writeBatch: async (batch: PatiroDelivery[]) => {
+        const results = await writePatiroBatch(db, batch);
+        if (batch.length > 1 && !lost) {
+          lost = true;
+          throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
+        }
+        return results;
+      },
+    });
+    const first = committer.submit(patiro('lost-1', at('2026-11-01T10:00:00Z')), Date.now() + 5000);
+    const batch = ['lost-1', 'lost-2', 'lost-2', 'lost-3'].map((id) => committer.submit(patiro(id, at('2026-11-01T10:00:01Z')), Date.now() + 5000));
+    await Promise.all([first, ...batch]);
+    expect(lost).toBe(true);
+    const { rows } = await database.pool.query('SELECT event_id, delivery_count FROM patiro_events ORDER BY event_id');
+    expect(rows).toEqual([
+      { event_id: 'lost-1', delivery_count: 2 },
+      { event_id: 'lost-2', delivery_count: 2 },
+      { event_id: 'lost-3', delivery_count: 1 },
+    ]);
+    expect(await auditCount()).toBe(5);
+    expect(committer.stats.fallbacks).toBe(1);
   });
 
   it('counts once when two writes of the same receipts run at once', async () => {

@@ -3,7 +3,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../../src/config.js';
+import { closeDatabase, createDatabase } from '../../../src/db/client.js';
+import { createSourceRegistry } from '../../../src/sources/registry.js';
 import { TEST_SOURCES_KEY } from '../../helpers/app.js';
+import { captureLogs } from '../../helpers/logs.js';
 import { createTestDatabase, type TestDatabase } from '../../helpers/database.js';
 import { cli, spawnCli } from './helpers.js';
 
@@ -18,7 +22,7 @@ afterAll(async () => {
   await database.drop();
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE sources');
+  await database.pool.query('TRUNCATE sources, receiver_replicas');
 });
 
 async function add(...args: string[]) {
@@ -79,6 +83,34 @@ describe('cli sources add', () => {
     expect(refused.stderr).toMatch(/does not include key [0-9a-f]{8}, which sealed the sources already in this database/);
     // Listing the old key after the new one is a key rotation, and works.
     expect((await cli(['sources', 'add', 'patiro', '--name', 'Clinic B'], { ...env, SOURCES_SECRET_KEY: `${otherKey},${TEST_SOURCES_KEY}` })).code).toBe(0);
+  });
+
+  it('refuses to seal with a key that a running replica cannot open, and allows it once every replica has it', async () => {
+    const newKey = Buffer.alloc(32, 11).toString('base64');
+    const db = createDatabase({ url: database.url, poolSize: 1, connectTimeoutMs: 5000 });
+    const started = new Date();
+    const replicaWith = async (id: string, keys: string) => {
+      const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, SOURCES_SECRET_KEY: keys });
+      return createSourceRegistry({ db, config, log: captureLogs().logger, replica: { id, hostname: 'test', pid: 1, startedAt: started } });
+    };
+    const old = await replicaWith('replica-old', TEST_SOURCES_KEY);
+    try {
+      // A key rotation done in the wrong order: the CLI has the new key first, the replica lacks it.
+      const rotated = { ...env, SOURCES_SECRET_KEY: `${newKey},${TEST_SOURCES_KEY}` };
+      const refused = await cli(['sources', 'add', 'patiro', '--name', 'Clinic R'], rotated);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toMatch(/running replica\(s\) replica-old cannot open key [0-9a-f]{8}/);
+      expect((await database.pool.query('SELECT count(*)::int AS n FROM sources WHERE name = $1', ['Clinic R'])).rows[0].n).toBe(0);
+      // The replica restarted with the new key listed after its own: now the CLI may seal with it.
+      await old.close();
+      await database.pool.query('TRUNCATE receiver_replicas');
+      const updated = await replicaWith('replica-new', `${TEST_SOURCES_KEY},${newKey}`);
+      await updated.close();
+      expect((await cli(['sources', 'add', 'patiro', '--name', 'Clinic R'], rotated)).code).toBe(0);
+    } finally {
+      await old.close();
+      await closeDatabase(db);
+    }
   });
 
   it('outside production, never makes up a key of its own (a real process, no dev-secrets.json)', async () => {
