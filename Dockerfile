@@ -21,8 +21,11 @@ RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --omit=optional --ign
 COPY --from=build /app/dist ./dist
 # The migrator reads these at start, from dist/db/migrate.js's ../../prisma/migrations.
 COPY prisma/migrations ./prisma/migrations
-# Owned by node so a volume mounted here starts out writable (PDFs land in DATA_DIR/pdf).
-RUN mkdir -p data && chown node:node data
+# Owned by node so a volume mounted here starts out writable (PDFs land in DATA_DIR/pdf). /app/spool is
+# where SPOOL_DIR should point, on a volume of its own (docker run -v receiver-spool:/app/spool): a new
+# named volume takes this owner and mode 0700 (it holds patient data). SPOOL_DIR is not set here: on the
+# container's own layer the spool would be lost with the container, so the operator turns it on.
+RUN mkdir -p data spool && chown node:node data spool && chmod 0700 spool
 USER node
 EXPOSE 3000
 STOPSIGNAL SIGTERM

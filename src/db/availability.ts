@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { RECEIPT_CONSTRAINT } from '../audit.js';
 import { withDeadline } from '../deadline.js';
 import { DeadlinePassedError, OverloadedError } from './group-commit.js';
 
@@ -18,8 +19,12 @@ const PROBE_TIMEOUT_MS = 1000;
  */
 export function isPermanentWriteError(err: unknown): boolean {
   if (err instanceof DeadlinePassedError || err instanceof OverloadedError) return false;
-  const code = (err as { code?: unknown })?.code;
-  return err instanceof pg.DatabaseError && typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
+  const { code, constraint, column } = (err ?? {}) as { code?: unknown; constraint?: unknown; column?: unknown };
+  if (!(err instanceof pg.DatabaseError) || typeof code !== 'string') return false;
+  // Races with another write (a receipt or a program recorded meanwhile) that outlasted the
+  // statement's own retries: the next attempt finds what the other wrote.
+  if ((code === '23505' && constraint === RECEIPT_CONSTRAINT) || (code === '23502' && column === 'program_id')) return false;
+  return code.startsWith('22') || code.startsWith('23');
 }
 
 export type AvailabilityListener = (up: boolean) => void;

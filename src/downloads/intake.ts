@@ -84,8 +84,8 @@ WITH arrival AS (
     download_status = CASE WHEN ${REQUEUE_ON_NOTICE} THEN 'pending' ELSE d.download_status END,
     deadline_at     = CASE WHEN ${REQUEUE_ON_NOTICE} THEN EXCLUDED.deadline_at ELSE LEAST(d.deadline_at, EXCLUDED.deadline_at) END,
     next_attempt_at = CASE WHEN ${REQUEUE_ON_NOTICE} THEN now() ELSE d.next_attempt_at END
-  RETURNING d.id, d.source_id, d.notice_key, d.program_id, d.download_status, d.practitioner_token, d.program_name, d.received_at,
-            (xmax = 0) AS inserted
+  RETURNING d.id, d.source_id, d.notice_key, d.program_id, d.download_status, d.practitioner_token, d.program_name, d.program_date,
+            d.document_id, d.received_at, (xmax = 0) AS inserted
 ), ${BUMP_PROGRAMS_CTE}, audit AS (
   ${receiptsInsertSql(`SELECT a.receipt_id, a.received_at, a.source_id, 'physitrack', dl.id::text, CASE WHEN a.refused THEN 422 ELSE 204 END,
          a.body_sha256, a.source_address
@@ -95,7 +95,7 @@ WITH arrival AS (
   SELECT ${notifyDelivery('download_status', { redelivery: 'NOT inserted' })} FROM delivery
 )
 SELECT id, source_id AS "sourceId", notice_key AS "noticeKey", inserted, download_status AS "downloadStatus"
-FROM delivery, (SELECT count(*) FROM notify) AS notified`;
+FROM delivery, (SELECT count(*) FROM notify) AS notified, (SELECT count(*) FROM bump_notified) AS program_notified`;
 
 const keyOf = (sourceId: string, noticeKey: string) => `${sourceId}\u0000${noticeKey}`;
 

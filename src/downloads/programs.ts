@@ -47,37 +47,59 @@ keyed AS (
 )`;
 
 /**
- * After the delivery insert (CTE `delivery`, RETURNING id, program_id, inserted, received_at and
- * the notice's token and name): programs seen before gain a version per new delivery, and, when it
- * was received after their latest one, its token, name and delivery. A repeated notice is no new
- * version.
+ * After the delivery insert (CTE `delivery`, RETURNING id, program_id, inserted, received_at and the
+ * delivery's token, name, date, download_status and document_id): each program that existed before
+ * the statement and has a delivery in it gains a version per new delivery, and its latest version
+ * (token, name, date) is chosen again among all its deliveries, with this statement's receive times:
+ * a notice replayed from a spool can move an earlier delivery's receive time back, and with it the
+ * order of versions. When that delivery was the current one, the current document is chosen again
+ * too (and a listening PMS told). Versions and the first notice time only add up, so retention
+ * purging old deliveries does not take them back. The statement must read `bump_notified`.
  */
 export const BUMP_PROGRAMS_CTE = `
-batch_latest AS (
-  SELECT program_id, count(*) AS n, min(received_at) AS first_at,
+touched AS (
+  SELECT DISTINCT program_id FROM delivery WHERE program_id NOT IN (SELECT program_id FROM created)
+), candidate AS (
+  -- Every delivery of those programs, from the table (by program_id, indexed) and, for the ones this
+  -- statement wrote, as it wrote them.
+  SELECT d.program_id, d.id, d.received_at, d.practitioner_token, d.program_name, d.program_date, d.download_status, d.document_id
+  FROM physitrack_deliveries d
+  WHERE d.program_id = ANY (ARRAY(SELECT program_id FROM touched)) AND d.id <> ALL (ARRAY(SELECT id FROM delivery))
+  UNION ALL
+  SELECT program_id, id, received_at, practitioner_token, program_name, program_date, download_status, document_id
+  FROM delivery WHERE program_id IN (SELECT program_id FROM touched)
+), ranked AS (
+  SELECT program_id,
          (array_agg(id ORDER BY received_at DESC, id DESC))[1] AS latest,
-         (array_agg(received_at ORDER BY received_at DESC, id DESC))[1] AS latest_at,
          (array_agg(practitioner_token ORDER BY received_at DESC, id DESC))[1] AS token,
-         (array_agg(program_name ORDER BY received_at DESC, id DESC))[1] AS name
-  FROM delivery WHERE inserted AND program_id IN (SELECT program_id FROM known) GROUP BY program_id
-), bumped AS (
-  -- The program's latest delivery, found by primary key (per row, never by joining the tables: a
-  -- join may scan all of them).
-  SELECT b.*, (b.latest_at, b.latest) > (
-    SELECT l.received_at, l.id FROM physitrack_deliveries l
-    WHERE l.id = (SELECT latest_delivery_id FROM physitrack_programs WHERE id = b.program_id)) AS newer
-  FROM batch_latest b
+         (array_agg(program_name ORDER BY received_at DESC, id DESC))[1] AS name,
+         (array_agg(program_date ORDER BY received_at DESC, id DESC))[1] AS program_date,
+         (array_agg(id ORDER BY received_at DESC, id DESC) FILTER (WHERE download_status = 'done' AND document_id IS NOT NULL))[1] AS done_delivery,
+         (array_agg(document_id ORDER BY received_at DESC, id DESC) FILTER (WHERE download_status = 'done' AND document_id IS NOT NULL))[1] AS done_document
+  FROM candidate GROUP BY program_id
+), added AS (
+  SELECT program_id, count(*) FILTER (WHERE inserted) AS n, min(received_at) AS first_at FROM delivery
+  WHERE program_id IN (SELECT program_id FROM touched) GROUP BY program_id
 ), bump AS (
   UPDATE physitrack_programs p SET
-    versions           = p.versions + b.n,
-    latest_delivery_id = CASE WHEN b.newer THEN b.latest ELSE p.latest_delivery_id END,
-    practitioner_token = CASE WHEN b.newer THEN b.token ELSE p.practitioner_token END,
-    program_name       = CASE WHEN b.newer THEN b.name ELSE p.program_name END,
-    first_notice_at    = LEAST(p.first_notice_at, b.first_at),
-    updated_at         = now()
-  FROM bumped b
+    versions            = p.versions + a.n,
+    first_notice_at     = LEAST(p.first_notice_at, a.first_at),
+    latest_delivery_id  = r.latest,
+    practitioner_token  = r.token,
+    program_name        = r.name,
+    program_date        = r.program_date,
+    -- The current delivery's receive time may have moved back: choose among the downloaded again.
+    current_delivery_id = CASE WHEN p.current_delivery_id IN (SELECT id FROM delivery) THEN r.done_delivery ELSE p.current_delivery_id END,
+    current_document_id = CASE WHEN p.current_delivery_id IN (SELECT id FROM delivery) THEN r.done_document ELSE p.current_document_id END,
+    updated_at          = now()
+  FROM ranked r JOIN added a USING (program_id)
   -- Found by primary key from a list, never by joining the table: a join may scan all of it.
-  WHERE p.id = ANY (ARRAY(SELECT program_id FROM known)) AND p.id = b.program_id
+  WHERE p.id = ANY (ARRAY(SELECT program_id FROM touched)) AND p.id = r.program_id
+  RETURNING p.id, p.source_id, p.current_document_id
+), bump_notified AS (
+  -- The statement's other parts see the table as it was: this is the current document before.
+  SELECT ${notifySql({ vendor: "'physitrack'", table: "'physitrack_programs'", id: 'b.id::text', source: 'b.source_id', currentDocumentId: 'b.current_document_id::text' })}
+  FROM bump b WHERE b.current_document_id IS DISTINCT FROM (SELECT current_document_id FROM physitrack_programs WHERE id = b.id)
 )`;
 
 /**

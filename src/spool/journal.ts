@@ -54,12 +54,20 @@ export const nodeIo: JournalIo = {
 export interface JournalFile {
   name: string;
   records: number;
+  /** On disk, in whole blocks (diskBytesOf). */
   bytes: number;
   /** When the file was written (ms): the spool's oldest delivery is at most a group's wait older. */
   writtenAt: number;
 }
 
 const NAME = /^(\d{15})-(\d{8})-(\d+)-(\d+)\.jnl$/;
+
+/**
+ * What a file costs on disk: whole 4 KiB blocks. At light traffic each file holds one delivery of
+ * about 1 KB; counted by its length, SPOOL_MAX_BYTES would let the disk fill (and the spool fail)
+ * long before the limit's clean 503.
+ */
+export const diskBytesOf = (length: number) => Math.max(1, Math.ceil(length / 4096)) * 4096;
 const TEMP_PREFIX = '.tmp-';
 const MAX_GROUP_RECORDS = 2000;
 const MAX_GROUP_BYTES = 4 * 1024 * 1024;
@@ -117,7 +125,7 @@ export async function openJournal({ dir, maxBytes, io = nodeIo, onFailure }: Jou
       continue;
     }
     const parsed = parseJournalName(entry);
-    if (parsed) complete.set(entry, { ...parsed, bytes: (await fs.stat(path.join(dir, entry))).size });
+    if (parsed) complete.set(entry, { ...parsed, bytes: diskBytesOf((await fs.stat(path.join(dir, entry))).size) });
   }
   let bytes = [...complete.values()].reduce((sum, f) => sum + f.bytes, 0);
   let records = [...complete.values()].reduce((sum, f) => sum + f.records, 0);
@@ -144,8 +152,8 @@ export async function openJournal({ dir, maxBytes, io = nodeIo, onFailure }: Jou
       for (const w of group) w.reject(failure);
       return;
     }
-    complete.set(name, { name, records: group.length, bytes: data.length, writtenAt });
-    bytes += data.length;
+    complete.set(name, { name, records: group.length, bytes: diskBytesOf(data.length), writtenAt });
+    bytes += diskBytesOf(data.length);
     records += group.length;
     for (const w of group) w.resolve();
   }
@@ -178,7 +186,7 @@ export async function openJournal({ dir, maxBytes, io = nodeIo, onFailure }: Jou
     append(spooled) {
       if (failed) return Promise.reject(failed);
       const line = encodeRecord(spooled);
-      if (bytes + waitingBytes + line.length > maxBytes) return Promise.reject(new SpoolFullError(`the spool holds ${bytes} bytes, its limit is ${maxBytes}`));
+      if (bytes + waitingBytes + diskBytesOf(line.length) > maxBytes) return Promise.reject(new SpoolFullError(`the spool holds ${bytes} bytes, its limit is ${maxBytes}`));
       return new Promise<void>((resolve, reject) => {
         waiting.push({ line, resolve, reject });
         waitingBytes += line.length;

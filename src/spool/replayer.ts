@@ -52,7 +52,8 @@ interface ReadFile {
   bad: { line: Buffer; reason: string }[];
 }
 
-async function readJournalFile(file: string): Promise<ReadFile> {
+/** Reads a file's records; what fails its checksum is `bad`, and records missing from its end count as bad too. */
+async function readJournalFile(file: string, expected: number): Promise<ReadFile> {
   const data = await fs.readFile(file);
   const lines: Buffer[] = [];
   for (let start = 0; start < data.length; ) {
@@ -61,8 +62,13 @@ async function readJournalFile(file: string): Promise<ReadFile> {
     start = end === -1 ? data.length : end + 1;
   }
   const result: ReadFile = { records: [], bad: [] };
+  let ended = false;
   for (const line of lines) {
-    if (line.length === 0 || /^end \d+$/.test(line.toString('latin1'))) continue;
+    if (line.length === 0) continue;
+    if (/^end \d+$/.test(line.toString('latin1'))) {
+      ended = true;
+      continue;
+    }
     try {
       result.records.push(decodeRecord(line));
     } catch (err) {
@@ -70,6 +76,10 @@ async function readJournalFile(file: string): Promise<ReadFile> {
       result.bad.push({ line, reason: err.message });
     }
   }
+  // The name says how many records the file was written with: a file cut short (at a line's end,
+  // or with its `end` line gone) has lost some, which are counted, never silently forgotten.
+  const missing = expected - result.records.length - result.bad.length;
+  for (let i = 0; i < missing; i++) result.bad.push({ line: Buffer.alloc(0), reason: `the file ends early (${ended ? 'its end line is there, records are not' : 'no end line'})` });
   return result;
 }
 
@@ -116,7 +126,7 @@ export function createReplayer(options: ReplayerOptions): Replayer {
 
   async function setAside(file: JournalFile, bad: ReadFile['bad']): Promise<void> {
     await fs.mkdir(rejectedDir, { recursive: true, mode: 0o700 });
-    const text = Buffer.concat(bad.flatMap(({ line }) => [line, Buffer.from('\n')]));
+    const text = Buffer.concat(bad.filter(({ line }) => line.length > 0).flatMap(({ line }) => [line, Buffer.from('\n')]));
     const target = path.join(rejectedDir, `${file.name}.rejected`);
     await fs.rm(`${target}.tmp`, { force: true });
     await nodeIo.writeDurably(`${target}.tmp`, text);
@@ -128,7 +138,7 @@ export function createReplayer(options: ReplayerOptions): Replayer {
   }
 
   async function replayFile(file: JournalFile): Promise<{ replayed: number; rejected: number }> {
-    const { records, bad } = await readJournalFile(path.join(journal.dir, file.name));
+    const { records, bad } = await readJournalFile(path.join(journal.dir, file.name), file.records);
     let replayed = 0;
     for (const run of runsOf(records, batchSize)) {
       const written = await writeRun(run, bad);

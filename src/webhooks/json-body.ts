@@ -60,7 +60,8 @@ function hasLoneSurrogate(root: unknown): boolean {
     if (typeof value === 'string') {
       if (LONE_SURROGATE.test(value)) return true;
     } else if (Array.isArray(value)) {
-      pending.push(...value);
+      // One by one: spread into push(), a large array exceeds the call's argument limit (RangeError).
+      for (const item of value) pending.push(item);
     } else if (typeof value === 'object' && value !== null) {
       for (const [key, child] of Object.entries(value)) {
         if (LONE_SURROGATE.test(key)) return true;

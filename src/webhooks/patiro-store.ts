@@ -26,6 +26,13 @@ export interface PatiroDelivery {
  * which deliveries are written does not matter. A listening PMS is notified of each event once the
  * batch commits (ids and types only).
  */
+/**
+ * Which event's data a patient row shows: the newest signed, and of two events signed in the same
+ * millisecond, the one with the greater eventId (compared as bytes, as patientWinner does), so that
+ * the order in which they are written does not matter.
+ */
+const NEWER_PATIENT = `(EXCLUDED.signed_at, EXCLUDED.last_event_id COLLATE "C") > (p.signed_at, p.last_event_id COLLATE "C")`;
+
 const SAVE_PATIRO_BATCH = `
 WITH arrival AS (
   ${receiptsInsertSql(
@@ -65,18 +72,25 @@ WITH arrival AS (
   FROM jsonb_to_recordset($2::jsonb) AS t(source_id text, patient_id text, data jsonb, signed_at timestamptz,
                                           revealed_at timestamptz, last_event_id text)
   ON CONFLICT (source_id, patient_id) DO UPDATE SET
-    data          = CASE WHEN EXCLUDED.signed_at > p.signed_at THEN EXCLUDED.data ELSE p.data END,
-    last_event_id = CASE WHEN EXCLUDED.signed_at > p.signed_at THEN EXCLUDED.last_event_id ELSE p.last_event_id END,
-    updated_at    = CASE WHEN EXCLUDED.signed_at > p.signed_at THEN now() ELSE p.updated_at END,
+    data          = CASE WHEN ${NEWER_PATIENT} THEN EXCLUDED.data ELSE p.data END,
+    last_event_id = CASE WHEN ${NEWER_PATIENT} THEN EXCLUDED.last_event_id ELSE p.last_event_id END,
+    updated_at    = CASE WHEN ${NEWER_PATIENT} THEN now() ELSE p.updated_at END,
     signed_at     = GREATEST(p.signed_at, EXCLUDED.signed_at),
     revealed_at   = LEAST(p.revealed_at, EXCLUDED.revealed_at)
-  WHERE EXCLUDED.signed_at > p.signed_at OR LEAST(p.revealed_at, EXCLUDED.revealed_at) IS DISTINCT FROM p.revealed_at
+  WHERE ${NEWER_PATIENT} OR LEAST(p.revealed_at, EXCLUDED.revealed_at) IS DISTINCT FROM p.revealed_at
 )
 SELECT source_id AS "sourceId", event_id AS "eventId", inserted FROM event, (SELECT count(*) FROM notify) AS notified`;
 
 /** Within one batch, the delivery with the newest signed time wins, as it would across batches. */
 function newest(a: PatiroDelivery, b: PatiroDelivery): PatiroDelivery {
   return b.signedAt.getTime() > a.signedAt.getTime() ? b : a;
+}
+
+/** A patient's data comes from the newest signed event; among equal times, the greater eventId (NEWER_PATIENT). */
+function patientWinner(a: PatiroDelivery, b: PatiroDelivery): PatiroDelivery {
+  const byTime = b.signedAt.getTime() - a.signedAt.getTime();
+  if (byTime !== 0) return byTime > 0 ? b : a;
+  return Buffer.compare(Buffer.from(b.event.eventId), Buffer.from(a.event.eventId)) > 0 ? b : a;
 }
 
 /** An ISO instant in epoch microseconds: PostgreSQL keeps microseconds, Date.parse milliseconds. */
@@ -113,7 +127,7 @@ export function foldPatiroBatch(batch: PatiroDelivery[]) {
     patients.set(
       patientKey,
       patient
-        ? { winner: newest(patient.winner, d), patientId, revealedAt: earliest(patient.revealedAt, revealedAt(d)) }
+        ? { winner: patientWinner(patient.winner, d), patientId, revealedAt: earliest(patient.revealedAt, revealedAt(d)) }
         : { winner: d, patientId, revealedAt: revealedAt(d) },
     );
   }

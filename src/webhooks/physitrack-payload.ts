@@ -38,8 +38,10 @@ function instant(value: string): string | null {
   if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(value.trim())) return null;
   const ms = Date.parse(value.trim());
   if (Number.isNaN(ms)) return null;
+  // In UTC the year may leave 0001–9999 (9999-12-31T23:59-14:00 is in year 10000): toISOString
+  // then writes an extended year (+010000-…) that PostgreSQL cannot read, and the write would fail.
   const iso = new Date(ms).toISOString();
-  return iso.startsWith('0000') ? null : iso;
+  return /^\d{4}-/.test(iso) && !iso.startsWith('0000') ? iso : null;
 }
 
 /** The api_key is checked before this runs, and is not part of what is kept. */

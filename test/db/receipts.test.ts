@@ -166,6 +166,30 @@ describe('a Physitrack write that runs again', () => {
     expect(rows).toEqual([{ versions: 3, program_name: 'Knee v3', first_notice_at: v1.receipt.receivedAt, latest: v3.notice.fileUrl }]);
   });
 
+  it('chooses the current document again when a spooled receipt moves the current version back in time', async () => {
+    const url = (v: string) => `https://files.physitrack.com/r/current-${v}.pdf`;
+    const a = newDelivery({ fileUrl: url('a'), programName: 'Knee A' }, { receipt: newReceipt(at('2026-11-01T12:00:00Z')) });
+    const b = newDelivery({ fileUrl: url('b'), programName: 'Knee B' }, { receipt: newReceipt(at('2026-11-01T11:00:00Z')) });
+    const [storedA] = await insertDeliveries(db, [a]);
+    const [storedB] = await insertDeliveries(db, [b]);
+    // Both downloaded; A, received last, is current.
+    const docs = await database.pool.query<{ id: string }>(
+      `INSERT INTO documents (sha256, size_bytes, content_type, storage, content) VALUES ('${'a'.repeat(64)}', 1, 'application/pdf', 'database', '\\x00'),
+       ('${'b'.repeat(64)}', 1, 'application/pdf', 'database', '\\x00') RETURNING id::text`,
+    );
+    await database.pool.query(`UPDATE physitrack_deliveries SET download_status = 'done', document_id = $2 WHERE id = $1`, [storedA!.id, docs.rows[0]!.id]);
+    await database.pool.query(`UPDATE physitrack_deliveries SET download_status = 'done', document_id = $2 WHERE id = $1`, [storedB!.id, docs.rows[1]!.id]);
+    await database.pool.query(`UPDATE physitrack_programs SET current_delivery_id = $1, current_document_id = $2`, [storedA!.id, docs.rows[0]!.id]);
+
+    // A had been received before, at 10:00, and spooled: replayed now, A is the older version.
+    await insertDeliveries(db, [newDelivery({ fileUrl: url('a'), programName: 'Knee A' }, { receipt: newReceipt(at('2026-11-01T10:00:00Z')) })]);
+    const { rows } = await database.pool.query(
+      `SELECT latest.file_url AS latest, cur.file_url AS current, p.program_name, p.first_notice_at, p.versions
+       FROM physitrack_programs p JOIN physitrack_deliveries latest ON latest.id = p.latest_delivery_id JOIN physitrack_deliveries cur ON cur.id = p.current_delivery_id`,
+    );
+    expect(rows).toEqual([{ latest: url('b'), current: url('b'), program_name: 'Knee B', first_notice_at: at('2026-11-01T10:00:00Z'), versions: 2 }]);
+  });
+
   it('counts once when two writes of the same receipts run at once', async () => {
     const batch = Array.from({ length: 12 }, (_, i) => newDelivery({ fileUrl: `https://files.physitrack.com/r/c${i % 4}.pdf`, patientId: `p${i % 3}` }));
     const results = await Promise.all([insertDeliveries(db, batch), insertDeliveries(db, batch), insertDeliveries(db, batch.slice(4))]);

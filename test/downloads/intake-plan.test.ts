@@ -62,9 +62,9 @@ describe('the intake statement, planned on young tables', () => {
       const reads = tableReads(rows[0]!['QUERY PLAN'][0].Plan);
       const keyed = (cond: string | undefined, ...columns: string[]) => columns.every((column) => cond?.includes(column) === true);
       // The receipts recorded before, the program of each notice, the earlier delivery of each
-      // notice, the known programs to update and their latest deliveries.
+      // notice, the known programs to update and their deliveries.
       expect([...new Set(reads.map(({ table, index }) => `${table} using ${index}`))].sort()).toEqual([
-        'physitrack_deliveries using physitrack_deliveries_pkey',
+        'physitrack_deliveries using physitrack_deliveries_program_id_idx',
         'physitrack_deliveries using physitrack_deliveries_source_id_notice_key_key',
         'physitrack_programs using physitrack_programs_pkey',
         'physitrack_programs using physitrack_programs_source_id_patient_id_program_key_key',
@@ -72,7 +72,7 @@ describe('the intake statement, planned on young tables', () => {
       ]);
       const KEYS: Record<string, string[]> = {
         physitrack_programs_pkey: ['id'],
-        physitrack_deliveries_pkey: ['id'],
+        physitrack_deliveries_program_id_idx: ['program_id'],
         physitrack_deliveries_source_id_notice_key_key: ['source_id', 'notice_key'],
         webhook_audit_receipt_id_key: ['receipt_id'],
       };

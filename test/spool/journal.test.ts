@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { newReceipt } from '../../src/audit.js';
-import { nodeIo, openJournal, SpoolFailedError, SpoolFullError, type JournalIo } from '../../src/spool/journal.js';
+import { diskBytesOf, nodeIo, openJournal, SpoolFailedError, SpoolFullError, type JournalIo } from '../../src/spool/journal.js';
 import { CorruptRecordError, decodeRecord, encodeRecord, type SpooledDelivery } from '../../src/spool/records.js';
 import { toPatiroEvent } from '../../src/webhooks/patiro-payload.js';
 import { newDelivery } from '../helpers/physitrack.js';
@@ -112,13 +112,14 @@ describe('the journal', () => {
 
   it('refuses a delivery that would pass its limit', async () => {
     const dir = await tempDir();
-    const one = encodeRecord(patiroSpooled()).length + 'end 1\n'.length;
-    const journal = await openJournal({ dir, maxBytes: Math.floor(one * 2.5) });
+    // Each file is counted as what it takes on disk: whole 4 KiB blocks.
+    const journal = await openJournal({ dir, maxBytes: 4096 * 2 + 2048 });
     await journal.append(patiroSpooled());
     await journal.append(patiroSpooled());
     await expect(journal.append(patiroSpooled())).rejects.toBeInstanceOf(SpoolFullError);
     await journal.remove(journal.files()[0]!.name);
     await journal.append(patiroSpooled());
+    expect(journal.stats().bytes).toBe(2 * diskBytesOf(encodeRecord(patiroSpooled()).length));
   });
 
   it.each(['writeDurably', 'rename', 'syncDirectory'] as const)('fails the group and takes nothing more after a failed %s (EIO)', async (call) => {

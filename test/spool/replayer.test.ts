@@ -114,6 +114,20 @@ describe('the replayer', () => {
     expect(journal.files()).toEqual([]);
   });
 
+  it('counts the records a file lost at its end (cut at a line boundary, no end line) as set aside', async () => {
+    const lines = [patiro(), physitrack(), patiro()].map(encodeRecord);
+    const journalDir = path.join(dir, 'journal');
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(journalDir, { recursive: true });
+    // Written with five records, of which three survived, and no `end` line.
+    await writeFile(path.join(journalDir, `${String(Date.now()).padStart(15, '0')}-00000001-${process.pid}-5.jnl`), Buffer.concat(lines));
+    const journal = await openJournal({ dir: journalDir, maxBytes: 1 << 30 });
+    const { r, rejected } = replayer(journal);
+    expect(await r.runOnce()).toEqual({ replayed: 3, rejected: 2, complete: true });
+    expect(rejected).toEqual([2]);
+    expect(await counts()).toMatchObject({ events: 2, deliveries: 1, audit: 3 });
+  });
+
   it('sets aside a record PostgreSQL refuses for good, and writes the others of its batch', async () => {
     const journal = await openJournal({ dir: path.join(dir, 'journal'), maxBytes: 1 << 30 });
     // jsonb cannot hold \u0000: refused with SQLSTATE 22P05 however often it is tried.
