@@ -70,16 +70,20 @@ function findCommand(argv: string[]): Command | undefined {
   return matches.sort((a, b) => b.path.length - a.path.length)[0];
 }
 
+/** Where a command that never queries "connects": nowhere (port 1 refuses at once, were it ever asked). */
+const UNUSED_DATABASE_URL = 'postgresql://127.0.0.1:1/unused';
+
 function readConfig(env: Env, needsDatabase: boolean): Config & { databaseUrl: string } {
   let config: Config;
   try {
-    config = loadConfig(env);
+    // A command that never queries runs without DATABASE_URL, also where production requires it.
+    config = loadConfig(needsDatabase || env.DATABASE_URL ? env : { ...env, DATABASE_URL: UNUSED_DATABASE_URL });
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;
   }
   // A command that never queries gets a client that is never connected.
-  if (!needsDatabase) return { ...config, databaseUrl: config.databaseUrl ?? 'postgresql://127.0.0.1:1/unused' };
+  if (!needsDatabase) return { ...config, databaseUrl: config.databaseUrl ?? UNUSED_DATABASE_URL };
   if (!config.databaseUrl) {
     // The embedded database belongs to the running service; a second process must not start one.
     throw new UsageError('set DATABASE_URL (the running service logs the embedded database\'s psql URL at start)');

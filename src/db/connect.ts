@@ -25,7 +25,11 @@ export interface Connecting {
   stop(): void;
 }
 
-export function connectWhenReachable(url: string, log: Logger, { firstTimeoutMs = 5000, maxDelayMs = 5000 } = {}): Connecting {
+/**
+ * The first attempt waits at most `firstTimeoutMs` for a connection (a black-holed host would
+ * otherwise keep the service from listening); later ones, in the background, `retryTimeoutMs`.
+ */
+export function connectWhenReachable(url: string, log: Logger, { firstTimeoutMs = 2000, retryTimeoutMs = 5000, maxDelayMs = 5000 } = {}): Connecting {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let resolveFirst!: (reached: boolean) => void;
@@ -41,7 +45,7 @@ export function connectWhenReachable(url: string, log: Logger, { firstTimeoutMs 
     const attempt = () => {
       if (stopped) return;
       attempts += 1;
-      migrateAndReport(url, log, firstTimeoutMs).then(
+      migrateAndReport(url, log, attempts === 1 ? firstTimeoutMs : retryTimeoutMs).then(
         () => {
           if (attempts > 1) log.info({ attempts }, 'PostgreSQL answers: migrations are applied');
           resolveFirst(true);

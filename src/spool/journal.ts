@@ -134,12 +134,23 @@ export async function openJournal({ dir, maxBytes, io = nodeIo, onFailure }: Jou
   let waiting: Waiting[] = [];
   let waitingBytes = 0;
   let writing: Promise<void> | undefined;
+  // The group being written counts from the moment it is taken, so nothing slips past the limit.
+  let writingBytes = 0;
+
+  /** At most what `n` waiting records of `raw` bytes will take on disk, however they are grouped. */
+  function reservation(raw: number, n: number): number {
+    if (n === 0) return 0;
+    const groups = 1 + Math.floor(n / MAX_GROUP_RECORDS) + Math.floor(raw / MAX_GROUP_BYTES);
+    return raw + groups * (4096 + 32);
+  }
+  const committed = () => bytes + writingBytes + reservation(waitingBytes, waiting.length);
 
   async function writeGroup(group: Waiting[]): Promise<void> {
     const data = Buffer.concat([...group.map((w) => w.line), Buffer.from(`end ${group.length}\n`)]);
     const writtenAt = Date.now();
     const name = `${String(writtenAt).padStart(15, '0')}-${String((sequence += 1)).padStart(8, '0')}-${process.pid}-${group.length}.jnl`;
     const temp = path.join(dir, `${TEMP_PREFIX}${name}`);
+    writingBytes = diskBytesOf(data.length);
     try {
       await io.writeDurably(temp, data);
       await io.rename(temp, path.join(dir, name));
@@ -149,9 +160,11 @@ export async function openJournal({ dir, maxBytes, io = nodeIo, onFailure }: Jou
       // (PostgreSQL panics for this reason): nothing more is taken until a restart.
       const failure = failWith(new SpoolFailedError(`the spool could not write durably: ${(err as Error).message}`, { cause: err }));
       await fs.rm(temp, { force: true }).catch(() => undefined);
+      writingBytes = 0;
       for (const w of group) w.reject(failure);
       return;
     }
+    writingBytes = 0;
     complete.set(name, { name, records: group.length, bytes: diskBytesOf(data.length), writtenAt });
     bytes += diskBytesOf(data.length);
     records += group.length;
@@ -186,7 +199,9 @@ export async function openJournal({ dir, maxBytes, io = nodeIo, onFailure }: Jou
     append(spooled) {
       if (failed) return Promise.reject(failed);
       const line = encodeRecord(spooled);
-      if (bytes + waitingBytes + diskBytesOf(line.length) > maxBytes) return Promise.reject(new SpoolFullError(`the spool holds ${bytes} bytes, its limit is ${maxBytes}`));
+      if (bytes + writingBytes + reservation(waitingBytes + line.length, waiting.length + 1) > maxBytes) {
+        return Promise.reject(new SpoolFullError(`the spool holds ${bytes} bytes, its limit is ${maxBytes}`));
+      }
       return new Promise<void>((resolve, reject) => {
         waiting.push({ line, resolve, reject });
         waitingBytes += line.length;
@@ -208,7 +223,7 @@ export async function openJournal({ dir, maxBytes, io = nodeIo, onFailure }: Jou
       return { records, bytes, oldestAgeSeconds: oldest === undefined ? null : Math.max(0, (now - oldest) / 1000), state: failed ? 'failed' : 'ok' };
     },
     // 64 KiB: room for one more delivery of a common size, so /readyz turns 503 before refusals start.
-    accepting: () => !failed && bytes + waitingBytes + 64 * 1024 <= maxBytes,
+    accepting: () => !failed && committed() + 64 * 1024 <= maxBytes,
     async flush() {
       while (writing) await writing;
     },

@@ -83,15 +83,24 @@ async function readJournalFile(file: string, expected: number): Promise<ReadFile
   return result;
 }
 
-/** Consecutive records of one vendor, at most `size` each: written in arrival order, a batch at a time. */
-function runsOf(records: SpooledDelivery[], size: number): SpooledDelivery[][] {
-  const runs: SpooledDelivery[][] = [];
-  for (const record of records) {
-    const last = runs.at(-1);
-    if (last && last.length < size && last[0]!.vendor === record.vendor) last.push(record);
-    else runs.push([record]);
+/**
+ * The records of a round, one vendor's in arrival order, cut into statements of at most `size`.
+ * The two vendors write different tables, so their relative order does not matter; each vendor's
+ * own rows follow the order of arrival.
+ */
+function batchesOf(records: Tagged[], size: number): Tagged[][] {
+  const batches: Tagged[][] = [];
+  for (const vendor of ['patiro', 'physitrack'] as const) {
+    const mine = records.filter((r) => r.spooled.vendor === vendor);
+    for (let i = 0; i < mine.length; i += size) batches.push(mine.slice(i, i + size));
   }
-  return runs;
+  return batches;
+}
+
+/** A record and the file it came from, where it is set aside if PostgreSQL refuses it for good. */
+interface Tagged {
+  spooled: SpooledDelivery;
+  refused: ReadFile['bad'];
 }
 
 export function createReplayer(options: ReplayerOptions): Replayer {
@@ -100,26 +109,27 @@ export function createReplayer(options: ReplayerOptions): Replayer {
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
 
-  /** A run is of one vendor (runsOf). */
-  async function write(run: SpooledDelivery[]): Promise<void> {
-    if (run[0]!.vendor === 'patiro') await writePatiroBatch(db, run.flatMap((r) => (r.vendor === 'patiro' ? [r.delivery] : [])));
-    else await insertDeliveries(db, run.flatMap((r) => (r.vendor === 'physitrack' ? [r.delivery] : [])));
+  /** A batch is of one vendor (batchesOf). */
+  async function write(batch: Tagged[]): Promise<void> {
+    const records = batch.map((t) => t.spooled);
+    if (records[0]!.vendor === 'patiro') await writePatiroBatch(db, records.flatMap((r) => (r.vendor === 'patiro' ? [r.delivery] : [])));
+    else await insertDeliveries(db, records.flatMap((r) => (r.vendor === 'physitrack' ? [r.delivery] : [])));
   }
 
-  /** Writes a run; a run PostgreSQL refuses for good is written one by one, to set aside only the bad. */
-  async function writeRun(run: SpooledDelivery[], refused: ReadFile['bad']): Promise<number> {
+  /** Writes a batch; one PostgreSQL refuses for good is written one by one, to set aside only the bad. */
+  async function writeBatch(batch: Tagged[]): Promise<number> {
     try {
-      await write(run);
-      return run.length;
+      await write(batch);
+      return batch.length;
     } catch (err) {
       if (!isPermanentWriteError(err)) throw new DatabaseAwayError((err as Error).message, { cause: err });
-      if (run.length === 1) {
+      if (batch.length === 1) {
         const code = (err as { code?: string }).code;
-        refused.push({ line: encodeRecord(run[0]!).subarray(0, -1), reason: `PostgreSQL refused it (SQLSTATE ${code})` });
+        batch[0]!.refused.push({ line: encodeRecord(batch[0]!.spooled).subarray(0, -1), reason: `PostgreSQL refused it (SQLSTATE ${code})` });
         return 0;
       }
       let written = 0;
-      for (const one of run) written += await writeRun([one], refused);
+      for (const one of batch) written += await writeBatch([one]);
       return written;
     }
   }
@@ -137,37 +147,59 @@ export function createReplayer(options: ReplayerOptions): Replayer {
     options.onRejected?.(bad.length);
   }
 
-  async function replayFile(file: JournalFile): Promise<{ replayed: number; rejected: number }> {
-    const { records, bad } = await readJournalFile(path.join(journal.dir, file.name), file.records);
+  /**
+   * One round: the oldest files, up to `batchSize` records (at least one file), written a vendor at a
+   * time, then each file set aside what it must and removed. At light traffic a file holds one
+   * delivery; written file by file, the replay would cost a statement per delivery.
+   */
+  async function replayRound(files: JournalFile[]): Promise<{ replayed: number; rejected: number }> {
+    const read = await Promise.all(files.map((file) => readJournalFile(path.join(journal.dir, file.name), file.records)));
+    const tagged = read.flatMap(({ records, bad }) => records.map((spooled) => ({ spooled, refused: bad })));
     let replayed = 0;
-    for (const run of runsOf(records, batchSize)) {
-      const written = await writeRun(run, bad);
+    for (const batch of batchesOf(tagged, batchSize)) {
+      const written = await writeBatch(batch);
       replayed += written;
       if (written > 0) {
-        options.onReplayed?.(run[0]!.vendor, written);
-        if (run[0]!.vendor === 'physitrack') options.onPhysitrackWritten?.();
+        options.onReplayed?.(batch[0]!.spooled.vendor, written);
+        if (batch[0]!.spooled.vendor === 'physitrack') options.onPhysitrackWritten?.();
       }
     }
-    if (bad.length > 0) await setAside(file, bad);
-    await options.afterCommit?.(file);
-    await journal.remove(file.name);
-    return { replayed, rejected: bad.length };
+    let rejected = 0;
+    for (const [i, file] of files.entries()) {
+      const { bad } = read[i]!;
+      if (bad.length > 0) await setAside(file, bad);
+      rejected += bad.length;
+      await options.afterCommit?.(file);
+      await journal.remove(file.name);
+    }
+    return { replayed, rejected };
+  }
+
+  /** The oldest files holding up to `batchSize` records, at least one. */
+  function nextRound(files: JournalFile[]): JournalFile[] {
+    let records = 0;
+    let n = 0;
+    while (n < files.length && (n === 0 || records + files[n]!.records <= batchSize)) records += files[n++]!.records;
+    return files.slice(0, n);
   }
 
   async function runAll(): Promise<ReplayResult> {
     const total: ReplayResult = { replayed: 0, rejected: 0, complete: true };
-    for (const file of journal.files()) {
+    let files = journal.files();
+    while (files.length > 0) {
       if (stopped) return { ...total, complete: false };
+      const round = nextRound(files);
       try {
-        const { replayed, rejected } = await replayFile(file);
+        const { replayed, rejected } = await replayRound(round);
         total.replayed += replayed;
         total.rejected += rejected;
       } catch (err) {
         if (!(err instanceof DatabaseAwayError)) throw err;
         availability?.reportUnavailable(err.cause);
-        log.warn({ err: err.cause, file: file.name }, 'replaying the spool stopped: PostgreSQL is away again');
+        log.warn({ err: err.cause, file: round[0]!.name }, 'replaying the spool stopped: PostgreSQL is away again');
         return { ...total, complete: false };
       }
+      files = files.slice(round.length);
     }
     if (total.replayed + total.rejected > 0) log.info({ replayed: total.replayed, rejected: total.rejected, waiting: journal.stats().records }, 'replayed the spool into PostgreSQL');
     return total;

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import { openJournal, parseJournalName, type Journal, type JournalIo } from './journal.js';
+import { diskBytesOf, openJournal, parseJournalName, type Journal, type JournalIo } from './journal.js';
 import { takeSpoolDirectory, type SpoolOwnership } from './owner.js';
 import { sourcesCopyIn, type SourcesCopy } from './sources-copy.js';
 
@@ -83,7 +83,8 @@ export async function inspectSpool(dir: string): Promise<SpoolInspection> {
   for (const entry of await fs.readdir(journalDir).catch(() => [] as string[])) {
     const parsed = parseJournalName(entry);
     if (!parsed) continue;
-    const size = await fs.stat(path.join(journalDir, entry)).then((st) => st.size, () => 0);
+    // Counted as the journal counts them (whole blocks), so this matches /readyz and the metrics.
+    const size = await fs.stat(path.join(journalDir, entry)).then((st) => diskBytesOf(st.size), () => 0);
     records += parsed.records;
     bytes += size;
     oldest = oldest === undefined ? parsed.writtenAt : Math.min(oldest, parsed.writtenAt);

@@ -83,8 +83,9 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     }
     const msg = stored.spooled ? 'physitrack delivery spooled (PostgreSQL is away)' : stored.redelivery ? 'physitrack notice received again' : 'physitrack delivery stored';
     logOutcome(request, msg, { ...fields, updated: notice.updated, downloadStatus: stored.downloadStatus });
-    // A new notice, or one that put a failed or expired delivery back in the queue.
-    if (stored.downloadStatus === 'pending') onStored?.();
+    // A new notice, one that put a failed or expired delivery back in the queue, or one whose
+    // receipt was recorded already (a retry after a lost COMMIT answer: its status is not known).
+    if (stored.downloadStatus === 'pending' || (stored.id === null && !stored.spooled)) onStored?.();
     return reply.code(204).send();
   };
 

@@ -51,6 +51,11 @@ describe.each(['refuse', 'blackhole'] as const)('a database outage (new connecti
     expect(before.status).toBe(204);
 
     proxy.cut({ newConnections: mode });
+    // /readyz shares one database probe, at most a second old, among all its callers: it turns 503
+    // within about a second of the cut (at once, after a write failed for unavailability).
+    const cutAt = Date.now();
+    await waitFor(async () => (await get(service.baseUrl, '/readyz')).status === 503, 3000, 100);
+    const readyTurnedMs = Date.now() - cutAt;
     const readyDuring = await get(service.baseUrl, '/readyz');
     const healthDuring = await get(service.baseUrl, '/healthz');
     const physitrackDuring = await sendPhysitrackNotice(client, service.baseUrl, announceablePdf());
@@ -75,7 +80,7 @@ describe.each(['refuse', 'blackhole'] as const)('a database outage (new connecti
     const lateCommits = (await storedEventIds(answered503)).size;
     console.log(
       `[outage ${mode}] during: ${JSON.stringify(summarise(during))}, 503 latency p50 ${percentile(latencies, 50)} ms, ` +
-        `p95 ${percentile(latencies, 95)} ms, max ${Math.max(...latencies)} ms; /readyz ${readyDuring.status} in ${readyDuring.latencyMs} ms, later ${readyLate.status} in ${readyLate.latencyMs} ms; ` +
+        `p95 ${percentile(latencies, 95)} ms, max ${Math.max(...latencies)} ms; /readyz 503 ${readyTurnedMs} ms after the cut, then ${readyDuring.status} in ${readyDuring.latencyMs} ms, later ${readyLate.status} in ${readyLate.latencyMs} ms; ` +
         `/healthz ${healthDuring.status} in ${healthDuring.latencyMs} ms; physitrack ${physitrackDuring.status} in ${physitrackDuring.latencyMs} ms; ` +
         `503s committed late anyway: ${lateCommits}; ready again ${readyAfterMs} ms after restore; download done ${downloadDoneMs} ms after restore`,
     );

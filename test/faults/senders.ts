@@ -1,6 +1,6 @@
 import { Agent, request } from 'undici';
 import { PATIRO_SECRET, patiroEvent } from '../helpers/patiro.js';
-import { physitrackNotice } from '../helpers/physitrack.js';
+import { PHYSITRACK_KEY, physitrackNotice } from '../helpers/physitrack.js';
 import { patiroSignature } from '../../src/webhooks/patiro-signature.js';
 
 // Vendors as clients over real HTTP: every request's outcome (status or connection error) and latency.
@@ -8,6 +8,11 @@ import { patiroSignature } from '../../src/webhooks/patiro-signature.js';
 export interface Outcome {
   /** The Patiro eventId, or a label for other requests. */
   id: string;
+  /** Set by sendPatiro and sendPhysitrack: where it was sent. */
+  vendor?: 'patiro' | 'physitrack';
+  sourceId?: string;
+  /** Patiro: the x-patiro-hmacsha256 sent (a secret-derived value that must never be stored). */
+  signature?: string;
   status?: number;
   retryAfter?: string;
   /** Why there was no answer: ECONNREFUSED, UND_ERR_SOCKET, ECONNRESET, … */
@@ -39,23 +44,56 @@ async function post(agent: Agent, url: string, id: string, headers: Record<strin
   }
 }
 
-/** A new, uniquely identified Patiro event, signed now. */
-export async function sendPatiroEvent(agent: Agent, baseUrl: string): Promise<Outcome> {
-  const event = patiroEvent();
+export interface PatiroSendOptions {
+  /** A table source's id; the environment's (default) source when absent. */
+  sourceId?: string;
+  /** The signing secret (default: the environment's, PATIRO_SECRET). */
+  secret?: string;
+  /** Sent as ?token=. */
+  token?: string;
+  /** `user:password`, sent as Authorization: Basic. */
+  basicAuth?: string;
+  /** The event (default: a new, uniquely identified one). */
+  event?: Record<string, unknown>;
+}
+
+const sourcePath = (vendor: 'patiro' | 'physitrack', sourceId: string | undefined) => `/webhooks/${vendor}${sourceId === undefined ? '' : `/${sourceId}`}`;
+
+/** A Patiro event signed now, with whatever else the source requires. */
+export async function sendPatiro(agent: Agent, baseUrl: string, options: PatiroSendOptions = {}): Promise<Outcome> {
+  const event = options.event ?? patiroEvent();
   const body = JSON.stringify(event);
   const timestamp = String(Date.now());
-  const headers = {
-    'content-type': 'application/json',
-    'x-patiro-timestamp': timestamp,
-    'x-patiro-hmacsha256': patiroSignature(PATIRO_SECRET, timestamp, Buffer.from(body)),
-  };
-  return post(agent, `${baseUrl}/webhooks/patiro`, String(event.eventId), headers, body);
+  const signature = patiroSignature(options.secret ?? PATIRO_SECRET, timestamp, Buffer.from(body));
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-patiro-timestamp': timestamp, 'x-patiro-hmacsha256': signature };
+  if (options.basicAuth !== undefined) headers.authorization = `Basic ${Buffer.from(options.basicAuth).toString('base64')}`;
+  const query = options.token === undefined ? '' : `?token=${encodeURIComponent(options.token)}`;
+  const outcome = await post(agent, `${baseUrl}${sourcePath('patiro', options.sourceId)}${query}`, String(event.eventId), headers, body);
+  return { ...outcome, vendor: 'patiro', sourceId: options.sourceId ?? 'default', signature };
+}
+
+/** A new, uniquely identified Patiro event to the default source, signed now. */
+export async function sendPatiroEvent(agent: Agent, baseUrl: string): Promise<Outcome> {
+  return sendPatiro(agent, baseUrl);
+}
+
+export interface PhysitrackSendOptions {
+  /** A table source's id; the environment's (default) source when absent. */
+  sourceId?: string;
+  /** The api_key in the body (default: the environment's, PHYSITRACK_KEY). */
+  apiKey?: string;
 }
 
 /** A Physitrack notice for `fileUrl`; the outcome's id is the file URL (the test's own secret). */
+export async function sendPhysitrack(agent: Agent, baseUrl: string, fileUrl: string, options: PhysitrackSendOptions = {}): Promise<Outcome> {
+  const body = JSON.stringify(physitrackNotice({ file_url: fileUrl, api_key: options.apiKey ?? PHYSITRACK_KEY }));
+  const outcome = await post(agent, `${baseUrl}${sourcePath('physitrack', options.sourceId)}`, fileUrl, { 'content-type': 'application/json' }, body);
+  return { ...outcome, vendor: 'physitrack', sourceId: options.sourceId ?? 'default' };
+}
+
+/** A Physitrack notice for `fileUrl` to the default source. */
 export async function sendPhysitrackNotice(agent: Agent, baseUrl: string, fileUrl: string): Promise<Outcome> {
-  const body = JSON.stringify(physitrackNotice({ file_url: fileUrl }));
-  return post(agent, `${baseUrl}/webhooks/physitrack`, fileUrl, { 'content-type': 'application/json' }, body);
+  return sendPhysitrack(agent, baseUrl, fileUrl);
 }
 
 export async function get(baseUrl: string, path: string): Promise<Outcome> {
@@ -66,6 +104,24 @@ export async function get(baseUrl: string, path: string): Promise<Outcome> {
     return { id: path, status: response.status, startedAt, latencyMs: Date.now() - startedAt };
   } catch (err) {
     return { id: path, error: (err as Error).name, startedAt, latencyMs: Date.now() - startedAt };
+  }
+}
+
+/** GET with its JSON body, for /readyz: `{ status: 0 }` when nothing answered. */
+export async function getJson(baseUrl: string, path: string): Promise<{ status: number; body: Record<string, unknown> | undefined; latencyMs: number }> {
+  const startedAt = Date.now();
+  try {
+    const response = await fetch(`${baseUrl}${path}`, { signal: AbortSignal.timeout(10_000) });
+    const text = await response.text();
+    let body: Record<string, unknown> | undefined;
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      body = undefined;
+    }
+    return { status: response.status, body, latencyMs: Date.now() - startedAt };
+  } catch {
+    return { status: 0, body: undefined, latencyMs: Date.now() - startedAt };
   }
 }
 

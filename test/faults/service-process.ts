@@ -32,6 +32,8 @@ export interface ServiceProcess {
   readonly lines: string[];
   /** Every stdout line that parses as JSON. */
   logEntries(): Record<string, unknown>[];
+  /** Everything it wrote, stdout then stderr: what an operator would read after a failed start. */
+  output(): string;
   readonly exited: Promise<Exit>;
   isRunning(): boolean;
   signal(signal: NodeJS.Signals): void;
@@ -120,6 +122,7 @@ export async function startServiceProcess(options: ServiceOptions): Promise<Serv
           return [];
         }
       }),
+    output: () => `${lines.join('\n')}\n${partial}\n${stderr}`,
     exited,
     isRunning: () => exit === undefined,
     signal: (signal) => void child.kill(signal),
@@ -159,4 +162,34 @@ export async function killAllServiceProcesses(): Promise<void> {
         }),
     ),
   );
+}
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * The operator CLI (`node --import tsx src/cli/main.ts …`) as a process of its own, with an explicit
+ * environment like the service's: nothing inherited but PATH and HOME.
+ */
+export function runCliProcess(args: string[], env: Record<string, string>): Promise<CliRun> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', NODE_ENV: 'test', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => {
+      running.delete(child);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }

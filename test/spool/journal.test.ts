@@ -122,6 +122,26 @@ describe('the journal', () => {
     expect(journal.stats().bytes).toBe(2 * diskBytesOf(encodeRecord(patiroSpooled()).length));
   });
 
+  it('never passes its limit, counting the group being written and those waiting', async () => {
+    const dir = await tempDir();
+    const maxBytes = 1024 * 1024;
+    const journal = await openJournal({ dir, maxBytes });
+    const big = () => patiroSpooled({ id: 'p', notes: 'x'.repeat(8000) });
+    const settle = (p: Promise<void>) => p.then(() => 'stored', (err: unknown) => (err instanceof SpoolFullError ? 'refused' : 'failed'));
+    // The first is written alone; the other 59 wait, and are written as one group once it is done.
+    const first = Array.from({ length: 60 }, () => settle(journal.append(big())));
+    await first[0];
+    // That group is being written now: what arrives meanwhile must count it.
+    const second = Array.from({ length: 120 }, () => settle(journal.append(big())));
+    const outcomes = await Promise.all([...first, ...second]);
+    expect(outcomes).not.toContain('failed');
+    expect(outcomes).toContain('refused');
+    const onDisk = (await Promise.all((await readdir(dir)).map(async (f) => diskBytesOf((await readFile(path.join(dir, f))).length)))).reduce((a, b) => a + b, 0);
+    expect(journal.stats().bytes).toBe(onDisk);
+    expect(onDisk).toBeLessThanOrEqual(maxBytes);
+    expect(onDisk).toBeGreaterThan(maxBytes * 0.8);
+  });
+
   it.each(['writeDurably', 'rename', 'syncDirectory'] as const)('fails the group and takes nothing more after a failed %s (EIO)', async (call) => {
     const dir = await tempDir();
     const { io } = countingIo({ call, code: 'EIO' });

@@ -57,7 +57,8 @@ good) and wait for an operator: they hold patient data.`,
     details: `Takes the directory as the service would (refused while a live process holds it), writes
 every waiting delivery through the service's own statements, oldest first, and removes each file
 once written. Deliveries already written (a crash mid-replay, a replay run twice) count once: each
-carries the receipt it got on arrival. Needs DATABASE_URL, migrated to this release. Exit 0 when the
+carries the receipt it got on arrival, and the statement finds it (such a delivery is still
+counted under "Written"). Needs DATABASE_URL, migrated to this release. Exit 0 when the
 spool is empty, 3 when PostgreSQL went away mid-way (run it again).`,
     options: { dir: { type: 'string' } },
     parse(values, positionals) {
@@ -86,7 +87,7 @@ spool is empty, 3 when PostgreSQL went away mid-way (run it again).`,
           printFields(ctx.io, [
             ['Spool', dir],
             ['Waiting before', before],
-            ['Written', result.replayed],
+            ['Written (or found written)', result.replayed],
             ['Set aside (rejected/)', result.rejected],
             ['Left', left],
           ]);
