@@ -41,6 +41,10 @@ function toRecord({ vendor, delivery }: SpooledDelivery): PatiroRecord | Physitr
   return { ...common, vendor, notice: delivery.notice, refusal: delivery.refusal, deadlineHours: delivery.deadlineHours };
 }
 
+function withDataJson({ data, ...rest }: Omit<PatiroEvent, 'dataJson'> & { data?: unknown }): PatiroEvent {
+  return { ...rest, dataJson: data === undefined || data === null ? null : JSON.stringify(data) };
+}
+
 const hex = (n: number) => n.toString(16).padStart(8, '0');
 
 /** One line, newline included. JSON escapes every newline inside strings, so a line is a record. */
@@ -77,7 +81,10 @@ export function decodeRecord(line: Buffer): SpooledDelivery {
     bodySha256: r.bodySha256!,
   };
   if (r.vendor === 'patiro' && isInstant(r.signedAt) && typeof r.event === 'object' && r.event !== null && isString(r.event.eventId)) {
-    return { vendor: 'patiro', delivery: { ...common, signedAt: new Date(r.signedAt), event: r.event } };
+    const event = r.event as PatiroEvent & { data?: unknown };
+    // Records spooled by a build that kept data parsed (before dataJson): its text, as it was kept.
+    if (!('dataJson' in event)) return { vendor: 'patiro', delivery: { ...common, signedAt: new Date(r.signedAt), event: withDataJson(event) } };
+    return { vendor: 'patiro', delivery: { ...common, signedAt: new Date(r.signedAt), event } };
   }
   if (r.vendor === 'physitrack' && typeof r.notice === 'object' && r.notice !== null && isString(r.notice.fileUrl) && typeof r.deadlineHours === 'number') {
     return { vendor: 'physitrack', delivery: { ...common, notice: r.notice, refusal: r.refusal ?? null, deadlineHours: r.deadlineHours } };

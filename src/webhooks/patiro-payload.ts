@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { WebhookError } from '../errors.js';
+import { memberSources } from './json-body.js';
 
 export const KNOWN_PATIRO_EVENT_TYPES = ['PatientRevealed', 'PatientUpdated'] as const;
 const PATIENT_EVENT_TYPES: ReadonlySet<string> = new Set(KNOWN_PATIRO_EVENT_TYPES);
@@ -17,9 +18,13 @@ export interface PatiroEvent {
   /** ISO 8601 with an explicit offset, or null when Patiro's timestamp could not be read. */
   occurredAt: string | null;
   occurredAtRaw: string | null;
-  /** The event's data as parsed (null when absent). */
-  data: unknown;
-  /** data.id, for the two event types that describe a patient. */
+  /**
+   * The event's data exactly as Patiro signed it, as JSON text (null when absent or null): stored by
+   * PostgreSQL parsing this text, numbers keep every digit (9007199254740993, 1e309) that a
+   * JavaScript number would round.
+   */
+  dataJson: string | null;
+  /** data.id as sent (a number's digits, a string's text), for the two event types that describe a patient. */
   patientId: string | null;
 }
 
@@ -44,28 +49,34 @@ export function parseOccurredAt(raw: unknown): string | null {
   return iso;
 }
 
-function patientIdOf(eventType: string, data: unknown): string | null {
-  if (!PATIENT_EVENT_TYPES.has(eventType) || typeof data !== 'object' || data === null) return null;
+function patientIdOf(eventType: string, data: unknown, dataJson: string | null): string | null {
+  if (!PATIENT_EVENT_TYPES.has(eventType) || typeof data !== 'object' || data === null || Array.isArray(data) || dataJson === null) return null;
   const id = (data as Record<string, unknown>).id;
-  if (typeof id === 'string' && id.length > 0) return id;
-  if (typeof id === 'number' && Number.isFinite(id)) return String(id);
+  if (typeof id === 'string') return id.length > 0 ? id : null;
+  // The digits as sent: two ids that round to one JavaScript number are two patients.
+  if (typeof id === 'number') return memberSources(dataJson).get('id') ?? null;
   return null;
 }
 
-/** Validates an authenticated, parsed body. Unknown event types are accepted: Patiro may add more. */
-export function toPatiroEvent(body: unknown): PatiroEvent {
+/**
+ * Validates an authenticated, parsed body; `raw` is its text, from which data is kept as sent
+ * (without it, data is kept as parsed). Unknown event types are accepted: Patiro may add more.
+ */
+export function toPatiroEvent(body: unknown, raw?: string): PatiroEvent {
   const parsed = payloadSchema.safeParse(body);
   if (!parsed.success) {
     const fields = [...new Set(parsed.error.issues.map((i) => i.path.join('.') || 'body'))].join(', ');
     throw new WebhookError('WH_ERR_BAD_PAYLOAD', `The payload needs a string eventId and eventType (problem with: ${fields})`);
   }
   const { eventId, eventType, timestamp, data } = parsed.data;
+  const sources = raw === undefined ? undefined : memberSources(raw);
+  const dataJson = data === undefined || data === null ? null : (sources?.get('data') ?? JSON.stringify(data));
   return {
     eventId,
     eventType,
     occurredAt: parseOccurredAt(timestamp),
-    occurredAtRaw: typeof timestamp === 'string' ? timestamp : timestamp === undefined ? null : JSON.stringify(timestamp),
-    data: data ?? null,
-    patientId: patientIdOf(eventType, data),
+    occurredAtRaw: typeof timestamp === 'string' ? timestamp : timestamp === undefined ? null : (sources?.get('timestamp') ?? JSON.stringify(timestamp)),
+    dataJson,
+    patientId: patientIdOf(eventType, data, dataJson),
   };
 }

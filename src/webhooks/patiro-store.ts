@@ -17,7 +17,8 @@ export interface PatiroDelivery {
 
 /**
  * One statement, so one atomic commit for a whole batch: one audit row per delivery, the event
- * upserts and the patient projection. Rows arrive as JSON arrays (jsonb_to_recordset), already
+ * upserts and the patient projection. Data arrives as the JSON text Patiro signed and is parsed by
+ * PostgreSQL itself, so jsonb keeps its numbers exactly as sent. Rows arrive as JSON arrays (jsonb_to_recordset), already
  * folded to one row per (source, event) and per (source, patient): ON CONFLICT may touch a row only
  * once per statement. The audit rows come first, keyed by receipt: a delivery whose receipt is
  * already recorded (this write ran before) counts nothing again, and an event none of whose
@@ -47,9 +48,9 @@ WITH arrival AS (
 ), event AS (
   INSERT INTO patiro_events AS e (source_id, event_id, event_type, occurred_at, occurred_at_raw, data, signed_at, delivery_count,
                                   first_received_at, last_received_at)
-  SELECT t.source_id, t.event_id, t.event_type, t.occurred_at, t.occurred_at_raw, t.data, t.signed_at, f.n, f.first_at, f.last_at
+  SELECT t.source_id, t.event_id, t.event_type, t.occurred_at, t.occurred_at_raw, t.data_json::jsonb, t.signed_at, f.n, f.first_at, f.last_at
   FROM jsonb_to_recordset($1::jsonb) AS t(source_id text, event_id text, event_type text, occurred_at timestamptz,
-                                          occurred_at_raw text, data jsonb, signed_at timestamptz)
+                                          occurred_at_raw text, data_json text, signed_at timestamptz)
   JOIN fresh f USING (source_id, event_id)
   ON CONFLICT (source_id, event_id) DO UPDATE SET
     event_type        = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.event_type ELSE e.event_type END,
@@ -68,8 +69,8 @@ WITH arrival AS (
   -- Not filtered by receipt: newest-wins and the earliest reveal give the same row however often
   -- a delivery is applied, and one that changes nothing writes no new row version.
   INSERT INTO patiro_patients AS p (source_id, patient_id, data, signed_at, revealed_at, updated_at, last_event_id)
-  SELECT source_id, patient_id, data, signed_at, revealed_at, now(), last_event_id
-  FROM jsonb_to_recordset($2::jsonb) AS t(source_id text, patient_id text, data jsonb, signed_at timestamptz,
+  SELECT source_id, patient_id, data_json::jsonb, signed_at, revealed_at, now(), last_event_id
+  FROM jsonb_to_recordset($2::jsonb) AS t(source_id text, patient_id text, data_json text, signed_at timestamptz,
                                           revealed_at timestamptz, last_event_id text)
   ON CONFLICT (source_id, patient_id) DO UPDATE SET
     data          = CASE WHEN ${NEWER_PATIENT} THEN EXCLUDED.data ELSE p.data END,
@@ -138,13 +139,13 @@ export function foldPatiroBatch(batch: PatiroDelivery[]) {
       event_type: event.eventType,
       occurred_at: event.occurredAt,
       occurred_at_raw: event.occurredAtRaw,
-      data: event.data,
+      data_json: event.dataJson,
       signed_at: signedAt.toISOString(),
     })),
     patients: [...patients.values()].map(({ winner, patientId, revealedAt: revealed }) => ({
       source_id: winner.sourceId,
       patient_id: patientId,
-      data: winner.event.data,
+      data_json: winner.event.dataJson,
       signed_at: winner.signedAt.toISOString(),
       revealed_at: revealed,
       last_event_id: winner.event.eventId,

@@ -53,7 +53,7 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, ..
     const audit = { sourceId: source.id, vendor: 'patiro' as const, bodySha256, sourceAddress: request.ip ?? null };
     let event;
     try {
-      event = toPatiroEvent(parseJsonBody(rawBody));
+      event = toPatiroEvent(parseJsonBody(rawBody), rawBody.toString('utf8'));
     } catch (err) {
       recordRefusedDelivery(db, { ...audit, eventId: null, statusCode: 400 }, request.log);
       throw err;
