@@ -4,11 +4,13 @@ import type { Config } from './config.js';
 import { createAvailability, type DatabaseAvailability } from './db/availability.js';
 import { reservedPoolOf, type Database } from './db/client.js';
 import { storeOptionsFor } from './db/group-commit.js';
-import { errorHandler, notFoundHandler } from './http/error-handler.js';
+import { serverFactory } from './http/connections.js';
+import { clientErrorHandler, errorHandler, frameworkErrorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRoutes } from './http/health.js';
 import { closeConnectionsWhenDraining, createLifecycle, type Lifecycle } from './http/lifecycle.js';
 import { metricsRoute } from './http/metrics-route.js';
 import { logAbortedRequests, OneLinePerRequest } from './http/request-log.js';
+import { createThrottledLog } from './http/throttled-log.js';
 import type { Metrics, Vendor } from './metrics.js';
 import { createSourceHealth, type SourceHealth } from './sources/health.js';
 import { createSourceRegistry, type SourceRegistry } from './sources/registry.js';
@@ -63,16 +65,33 @@ function countDeliveries(app: FastifyInstance, metrics: Metrics): void {
 
 /** Registers every plugin and route explicitly. Never listens: main.ts does, tests use inject(). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const { config, db, logger } = deps;
+  const { config, db, logger, metrics } = deps;
+  // What a client can cause at will is logged at most once a second per kind (and counted).
+  const throttled = createThrottledLog(logger);
+  let droppedWarnedAt = 0;
   const app = Fastify({
-    ...(deps.https ? { https: deps.https } : {}),
     loggerInstance: logger,
     logController: new OneLinePerRequest(),
     bodyLimit: config.bodyLimitBytes,
     genReqId: () => randomUUID(),
     // Webhook senders answer within seconds or give up; a stuck connection must not hold a socket.
-    requestTimeout: 10_000,
-    connectionTimeout: 10_000,
+    serverFactory: serverFactory({
+      requestTimeoutMs: config.requestTimeoutMs,
+      maxConnections: config.maxConnections,
+      tls: deps.https,
+      onDrop() {
+        metrics?.connectionDropped('max_connections');
+        if (Date.now() - droppedWarnedAt < 60_000) return;
+        droppedWarnedAt = Date.now();
+        logger.warn({ maxConnections: config.maxConnections }, 'MAX_CONNECTIONS connections are open: new ones are refused (said at most once a minute; counted in webhook_connections_dropped_total)');
+      },
+      onPipelineFlood(remoteAddress) {
+        metrics?.connectionDropped('pipelining');
+        throttled.write('warn', 'pipelining', { remoteAddress }, 'closed a connection that pipelined requests without reading the answers');
+      },
+    }),
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler: clientErrorHandler(throttled),
     return503OnClosing: true,
   });
   const lifecycle = deps.lifecycle ?? createLifecycle();
@@ -81,7 +100,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
 
-  const { metrics } = deps;
   if (metrics) countDeliveries(app, metrics);
   if (metrics && config.metrics.port === undefined) await app.register(metricsRoute, { metrics });
   const availability = deps.availability ?? createAvailability({ probe: () => reservedPoolOf(db).query('SELECT 1'), initiallyUp: true });
@@ -95,7 +113,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!deps.health) await health.stop();
     if (!deps.sources) await sources.close();
   });
-  const scope = (vendor: Vendor) => ({ sources, health, onAuthFailure: metrics && ((reason: string) => metrics.authFailure(vendor, reason)) });
+  const scope = (vendor: Vendor) => ({ sources, health, throttled, onAuthFailure: metrics && ((reason: string) => metrics.authFailure(vendor, reason)) });
   const storeOptions = storeOptionsFor(config);
   const patiroStore = deps.patiroStore ?? createPatiroStore(db, storeOptions, deps.durable);
   const physitrackStore = deps.physitrackStore ?? createPhysitrackStore(db, storeOptions, deps.durable);

@@ -63,6 +63,8 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
   BODY_LIMIT_BYTES: integer(1024, 100 * 1024 * 1024).default(1024 * 1024),
   ACK_DEADLINE_MS: integer(100, 2000).default(1500),
+  REQUEST_TIMEOUT_MS: integer(1000, 120_000).default(10_000),
+  MAX_CONNECTIONS: integer(16, 1_000_000).default(512),
   SHUTDOWN_TIMEOUT_MS: integer(1000, 30_000).default(25_000),
   SHUTDOWN_DRAIN_MS: integer(0, 25_000).optional(),
   DATABASE_POOL_SIZE: integer(1, 100).default(10),
@@ -123,6 +125,10 @@ function toConfig(env: z.infer<typeof envSchema>) {
     logLevel: env.LOG_LEVEL,
     bodyLimitBytes: env.BODY_LIMIT_BYTES,
     ackDeadlineMs: env.ACK_DEADLINE_MS,
+    /** The most a request may take to arrive, headers and body; a connection silent this long is closed. */
+    requestTimeoutMs: env.REQUEST_TIMEOUT_MS,
+    /** Connections the webhook port keeps open at once; more are refused (descriptors stay for PostgreSQL and files). */
+    maxConnections: env.MAX_CONNECTIONS,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     shutdownDrainMs: drainMsOf(env),
     databasePoolSize: env.DATABASE_POOL_SIZE,

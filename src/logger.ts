@@ -38,6 +38,8 @@ export const REDACTED_KEYS: ReadonlySet<string> = new Set([
   'patient_id',
   'patientid',
   'data',
+  'datajson',
+  'data_json',
   'fullname',
   'email',
   'phonenumber',

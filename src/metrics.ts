@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Database } from './db/client.js';
+import { reservedPoolOf, type Database } from './db/client.js';
 import type { JournalStats } from './spool/journal.js';
 
 export type Vendor = 'patiro' | 'physitrack';
@@ -14,18 +14,24 @@ interface QueueFigures {
   soonestDeadlineSeconds: number | null;
 }
 
-/** The PMS-facing numbers to alert on come straight from the table, at scrape time. */
+/**
+ * The PMS-facing numbers to alert on come straight from the table. Over the reserved pool, never a
+ * write pool's connection, and one statement for all of them.
+ */
 async function readQueueFigures(db: Database): Promise<QueueFigures> {
-  const byStatus = await db.$queryRawUnsafe<{ status: string; n: number }[]>(
-    'SELECT download_status AS status, count(*)::int AS n FROM physitrack_deliveries GROUP BY 1',
-  );
-  const [times] = await db.$queryRawUnsafe<{ oldest: number | null; soonest: number | null }[]>(
-    `SELECT extract(epoch FROM now() - min(received_at))::float8 AS oldest,
+  const { rows } = await reservedPoolOf(db).query<{ by_status: { status: string; n: number }[] | null; oldest: number | null; soonest: number | null }>(
+    `SELECT (SELECT json_agg(json_build_object('status', download_status, 'n', n)) FROM
+              (SELECT download_status, count(*)::int AS n FROM physitrack_deliveries GROUP BY 1) s) AS by_status,
+            extract(epoch FROM now() - min(received_at))::float8 AS oldest,
             extract(epoch FROM min(deadline_at) - now())::float8 AS soonest
      FROM physitrack_deliveries WHERE download_status IN ('pending', 'downloading')`,
   );
-  return { byStatus, oldestPendingAgeSeconds: times?.oldest ?? null, soonestDeadlineSeconds: times?.soonest ?? null };
+  const row = rows[0];
+  return { byStatus: row?.by_status ?? [], oldestPendingAgeSeconds: row?.oldest ?? null, soonestDeadlineSeconds: row?.soonest ?? null };
 }
+
+/** How long the database's figures are reused: however many scrapes arrive, one query a second at most. */
+const FIGURES_MAX_AGE_MS = 1000;
 
 /** What the metrics read of the process's state at scrape time. */
 export interface MetricsSources {
@@ -47,18 +53,25 @@ export function createMetrics(db: Database, sources: MetricsSources = {}) {
   const downloadDuration = new Histogram({ name: 'pdf_download_duration_seconds', help: 'Duration of PDF download attempts', labelNames: ['outcome'], buckets: DOWNLOAD_BUCKETS, registers: [registry] });
   const bytes = new Counter({ name: 'pdf_download_bytes_total', help: 'Bytes of PDFs downloaded and stored', registers: [registry] });
 
+  const connectionsDropped = new Counter({
+    name: 'webhook_connections_dropped_total',
+    help: 'Connections refused at MAX_CONNECTIONS, or closed for pipelining requests without reading the answers',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
   const spoolReplayed = new Counter({ name: 'webhook_spool_replayed_total', help: 'Spooled deliveries written to PostgreSQL by the replay', labelNames: ['vendor'], registers: [registry] });
   const spoolRejected = new Counter({ name: 'webhook_spool_rejected_total', help: 'Spooled deliveries set aside in SPOOL_DIR/rejected (corrupt, or refused by PostgreSQL for good)', registers: [registry] });
   spoolGauges(registry, sources);
 
-  let lastFigures: Promise<QueueFigures | undefined> | undefined;
-  // One query serves the three gauges of a scrape. While PostgreSQL is away they are absent (not
-  // stale, not zero), and the rest of the scrape (the spool's figures above all) still answers.
+  let lastFigures: { at: number; figures: Promise<QueueFigures | undefined> } | undefined;
+  // One query serves the three gauges, shared by every scrape within a second (single flight). While
+  // PostgreSQL is away they are absent (not stale, not zero), and the rest of the scrape (the
+  // spool's figures above all) still answers.
   const collectQueue = async () => {
-    lastFigures ??= readQueueFigures(db)
-      .catch(() => undefined)
-      .finally(() => setImmediate(() => (lastFigures = undefined)));
-    return lastFigures;
+    if (!lastFigures || Date.now() - lastFigures.at >= FIGURES_MAX_AGE_MS) {
+      lastFigures = { at: Date.now(), figures: readQueueFigures(db).catch(() => undefined) };
+    }
+    return lastFigures.figures;
   };
   new Gauge({
     name: 'physitrack_deliveries',
@@ -104,6 +117,7 @@ export function createMetrics(db: Database, sources: MetricsSources = {}) {
     },
     authFailure: (vendor: Vendor, reason: string) => authFailures.inc({ vendor, reason }),
     spoolReplayed: (vendor: Vendor, n: number) => spoolReplayed.inc({ vendor }, n),
+    connectionDropped: (reason: 'max_connections' | 'pipelining') => connectionsDropped.inc({ reason }),
     spoolRejected: (n: number) => spoolRejected.inc(n),
     downloadAttempt(outcome: string, seconds: number, sizeBytes = 0) {
       attempts.inc({ outcome });

@@ -7,14 +7,27 @@ import { LogController, type FastifyInstance, type FastifyReply, type FastifyReq
  * other delivery waits for.
  */
 /** What a route says of a request it handled, written on the request's one line (see below). */
-const outcomes = new WeakMap<FastifyRequest, { msg: string; fields: Record<string, unknown> }>();
+interface Outcome {
+  msg: string;
+  fields: Record<string, unknown>;
+  level: 'info' | 'warn' | 'error';
+}
+const outcomes = new WeakMap<FastifyRequest, Outcome>();
+/** Requests whose line was written, throttled, elsewhere (throttled-log.ts): a flood costs no line each. */
+const quiet = new WeakSet<FastifyRequest>();
 
 /**
- * Names the outcome of a request for its one info line: `msg` replaces "request completed" and the
- * fields join the method, path, status and time. A stored delivery then costs one line, not two.
+ * Names the outcome of a request for its one line: `msg` replaces "request completed" and the
+ * fields join the method, path, status and time. A stored delivery then costs one line, not two;
+ * a refused one too (at `level`).
  */
-export function logOutcome(request: FastifyRequest, msg: string, fields: Record<string, unknown>): void {
-  outcomes.set(request, { msg, fields });
+export function logOutcome(request: FastifyRequest, msg: string, fields: Record<string, unknown>, level: Outcome['level'] = 'info'): void {
+  outcomes.set(request, { msg, fields, level });
+}
+
+/** This request gets no line of its own: its failure was logged, throttled, by whoever called this. */
+export function logQuietly(request: FastifyRequest): void {
+  quiet.add(request);
 }
 
 export class OneLinePerRequest extends LogController {
@@ -23,11 +36,11 @@ export class OneLinePerRequest extends LogController {
   }
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    if (this.isLogDisabled(request)) return;
+    if (this.isLogDisabled(request) || (quiet.has(request) && !error)) return;
     const fields = { req: request, res: reply, responseTime: reply.elapsedTime };
     const outcome = outcomes.get(request);
     if (error) reply.log.error({ ...fields, ...outcome?.fields, err: error }, 'request errored');
-    else reply.log.info({ ...fields, ...outcome?.fields }, outcome?.msg ?? 'request completed');
+    else reply.log[outcome?.level ?? 'info']({ ...fields, ...outcome?.fields }, outcome?.msg ?? 'request completed');
   }
 }
 

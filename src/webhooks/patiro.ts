@@ -44,7 +44,6 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, ..
     const auth = authenticatePatiro(authConfig, { rawBody, headers: request.headers, token: query.token }, now);
     if (!auth.ok) {
       const hint = patiroFailureHint(auth.reason, authConfig, request.headers, now);
-      request.log.warn({ vendor: 'patiro', sourceId: source.id, reason: auth.reason, hint }, 'patiro delivery not authenticated');
       scope.authFailed(request, auth.reason, hint);
       throw new WebhookError('WH_ERR_UNAUTHENTICATED', `Authentication failed (${auth.reason})`);
     }

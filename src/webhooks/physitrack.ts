@@ -52,7 +52,6 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     const body = parseJsonBody(rawBody);
     const failure = authenticate(source, body, receivedAt);
     if (failure) {
-      request.log.warn({ vendor: 'physitrack', sourceId: source.id, ...failure }, 'physitrack delivery not authenticated');
       scope.authFailed(request, failure.reason, failure.hint);
       throw new WebhookError('WH_ERR_UNAUTHENTICATED', `Authentication failed (${failure.reason})`);
     }

@@ -133,7 +133,9 @@ describe('what the logs and the database keep of a mix of deliveries', () => {
     for (const msg of ['patiro event stored', 'patiro delivery not authenticated', 'physitrack delivery not authenticated', 'pdf downloaded and stored', 'download failed permanently', 'download attempt failed; will retry', 'request refused']) {
       expect(messages, msg).toContain(msg);
     }
-    expect(t.logs.lines.length).toBeGreaterThan(40);
+    // Enough lines to make the checks below mean something (authentication failures are logged at
+    // most once a second per source and reason, so the flood of them here costs a few lines).
+    expect(t.logs.lines.length).toBeGreaterThan(30);
   });
 
   it.each(Object.entries(secrets))('never logs the %s', (_name, secret) => {

@@ -92,7 +92,7 @@ describe('a real Patiro patient payload at LOG_LEVEL=trace', () => {
   it('reaches the log lines that would leak it, redacted', () => {
     const careless = logs.entries().filter((e) => e.msg === 'saving a patiro delivery' || e.msg === 'patient projection updated');
     expect(careless).toHaveLength(5);
-    expect(careless[0]).toMatchObject({ delivery: { event: { eventType: 'PatientRevealed', data: CENSOR, patientId: CENSOR } } });
+    expect(careless[0]).toMatchObject({ delivery: { event: { eventType: 'PatientRevealed', dataJson: CENSOR, patientId: CENSOR } } });
     expect(careless.at(-1)).toMatchObject({ patient: { patient_id: CENSOR, data: CENSOR } });
     expect(logs.entries().filter((e) => e.msg === 'patiro event stored')).toHaveLength(3);
   });

@@ -104,6 +104,8 @@ describe('an outage with the spool on', () => {
     const audit = await database.pool.query('SELECT count(*)::int AS n, count(DISTINCT receipt_id)::int AS receipts FROM webhook_audit');
     expect(audit.rows[0]).toEqual({ n: 40, receipts: 40 });
     expect((await get(base, '/readyz')).status).toBe(200);
+    // A rendered scrape is reused for a second: this one must be newer than the one above.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
     const after = await (await fetch(`${base}/metrics`)).text();
     expect(after).toMatch(/^webhook_spool_replayed_total\{vendor="patiro"\} 30$/m);
     expect(after).toMatch(/^webhook_spool_replayed_total\{vendor="physitrack"\} 9$/m);
