@@ -94,7 +94,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   const db: Database = createDatabase({ url: database.url, poolSize: config.databasePoolSize, connectTimeoutMs: Math.min(config.ackDeadlineMs, 1000) });
   // Up once the schema is migrated and a query answers; a failed write or probe turns it down.
   const availability = createAvailability({ probe: () => reservedPoolOf(db).query('SELECT 1'), ready: () => migrated, initiallyUp: false });
+  let stopping = false;
   const stop = async () => {
+    stopping = true;
     // One budget from the moment the shutdown starts: the drain and closing the app (a slow request
     // may take a while) come out of the downloads' grace, not on top of it.
     const deadline = Date.now() + config.shutdownTimeoutMs;
@@ -145,11 +147,14 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         onReplayed: metrics && ((vendor, n) => metrics.spoolReplayed(vendor, n)),
         onRejected: metrics && ((n) => metrics.spoolRejected(n)),
         onPhysitrackWritten: wake,
+        shouldRun: () => !spool!.lost,
       });
     }
 
     // What needs the migrated schema starts once PostgreSQL has answered, now or later.
     const whenConnected = async (sourcesRead: boolean) => {
+      // A migration that finished after the shutdown began starts nothing (it would outlive it).
+      if (stopping) return;
       migrated = true;
       if (!sourcesRead) await sources!.reload();
       await sources!.listen(database.url);

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { RECEIPT_CONSTRAINT } from '../audit.js';
-import { withDeadline } from '../deadline.js';
+import { DeadlineError, withDeadline } from '../deadline.js';
 import { DeadlinePassedError, OverloadedError } from './group-commit.js';
 
 // Whether PostgreSQL can take writes now, as this process last saw it. A write that fails for
@@ -11,20 +11,42 @@ import { DeadlinePassedError, OverloadedError } from './group-commit.js';
 const PROBE_INTERVAL_MS = 500;
 const PROBE_TIMEOUT_MS = 1000;
 
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
+
+/** What pg and its pool say, without a code, when a connection cannot be made or is lost. */
+const CONNECTION_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|timeout expired|Query read timeout|connection error and is not queryable|Cannot use a pool after calling end/i;
+
 /**
- * Errors of the delivery itself: PostgreSQL refused its data (class 22) or a constraint (class 23).
- * They would fail the same way on every replay. Everything else (a refused or lost connection, the
- * pool's connect timeout, a statement timeout, the ack budget spent, too many connections, a disk
- * full, a schema not migrated yet) is unavailability: the delivery may be kept for later.
+ * SQLSTATE classes and codes that say PostgreSQL cannot take the write now, whatever it holds:
+ * connection exceptions (08), insufficient resources (53: disk full, out of memory, too many
+ * connections), operator intervention (57: cancelled by a statement timeout, shutting down,
+ * starting up), system errors (58: I/O), and transaction rollbacks that a later attempt survives
+ * (40001 serialization, 40P01 deadlock), a lock not available (55P03).
  */
-export function isPermanentWriteError(err: unknown): boolean {
-  if (err instanceof DeadlinePassedError || err instanceof OverloadedError) return false;
-  const { code, constraint, column } = (err ?? {}) as { code?: unknown; constraint?: unknown; column?: unknown };
-  if (!(err instanceof pg.DatabaseError) || typeof code !== 'string') return false;
-  // Races with another write (a receipt or a program recorded meanwhile) that outlasted the
-  // statement's own retries: the next attempt finds what the other wrote.
-  if ((code === '23505' && constraint === RECEIPT_CONSTRAINT) || (code === '23502' && column === 'program_id')) return false;
-  return code.startsWith('22') || code.startsWith('23');
+function isUnavailableSqlState(code: string): boolean {
+  return ['08', '53', '57', '58'].includes(code.slice(0, 2)) || ['40001', '40P01', '55P03'].includes(code);
+}
+
+/**
+ * PostgreSQL cannot take the write now: a refused or lost connection, the pool's connect timeout, a
+ * deadline of ours, one of the SQLSTATEs above, or a race with another write that outlasted the
+ * statement's own retries (a receipt or a program recorded meanwhile: the next attempt finds it).
+ * Only these keep a delivery for later; any other error is the delivery's own (its data, a limit
+ * such as an index entry too large), would fail the same way every time, and is never spooled
+ * (503), or set aside by the replay.
+ */
+export function isUnavailable(err: unknown): boolean {
+  if (err instanceof DeadlinePassedError || err instanceof OverloadedError || err instanceof DeadlineError) return true;
+  const { code, constraint, column, message, cause } = (err ?? {}) as { code?: unknown; constraint?: unknown; column?: unknown; message?: unknown; cause?: unknown };
+  if (typeof code === 'string') {
+    if (NETWORK_CODES.has(code)) return true;
+    if (err instanceof pg.DatabaseError) {
+      if ((code === '23505' && constraint === RECEIPT_CONSTRAINT) || (code === '23502' && column === 'program_id')) return true;
+      return isUnavailableSqlState(code);
+    }
+  }
+  if (cause && cause !== err && isUnavailable(cause)) return true;
+  return typeof message === 'string' && CONNECTION_MESSAGES.test(message);
 }
 
 export type AvailabilityListener = (up: boolean) => void;

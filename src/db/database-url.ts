@@ -3,7 +3,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { startEmbeddedPostgres } from './embedded.js';
-import { migrate } from './migrate.js';
+import { migrate, type MigrateOptions } from './migrate.js';
 
 export interface ResolvedDatabase {
   url: string;
@@ -40,8 +40,8 @@ export async function createDatabaseIfMissing(adminUrl: string, name: string): P
   }
 }
 
-export async function migrateAndReport(url: string, log: Logger, connectTimeoutMs?: number): Promise<void> {
-  const result = await migrate(url, undefined, connectTimeoutMs);
+export async function migrateAndReport(url: string, log: Logger, options?: MigrateOptions): Promise<void> {
+  const result = await migrate(url, undefined, options);
   if (result.applied.length > 0) log.info({ migrations: result.applied }, 'applied database migrations');
   else log.info('database schema is up to date');
   for (const name of result.modified) log.warn({ migration: name }, 'an applied migration was modified after it was applied');

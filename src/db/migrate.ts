@@ -36,14 +36,37 @@ export async function readMigrations(dir: string): Promise<Migration[]> {
  * `_prisma_migrations` exactly as Prisma does, so the Prisma CLI on a connected machine agrees.
  * Each migration runs in its own transaction: a failure leaves no half-applied schema.
  */
-export async function migrate(databaseUrl: string, dir = DEFAULT_MIGRATIONS_DIR, connectTimeoutMs = 10_000): Promise<MigrationResult> {
+/** Another process holds the migrations' lock (it is migrating); `lock: 'try'` does not wait for it. */
+export class MigrationLockBusyError extends Error {
+  override readonly name = 'MigrationLockBusyError';
+  constructor() {
+    super('another process is applying the migrations');
+  }
+}
+
+export interface MigrateOptions {
+  /** A database host that does not answer fails the connection after this, not the kernel's minutes. */
+  connectTimeoutMs?: number;
+  /** `wait` (the CLI, tests) waits for another migrator; `try` (the service, retrying) does not. */
+  lock?: 'wait' | 'try';
+}
+
+export async function migrate(databaseUrl: string, dir = DEFAULT_MIGRATIONS_DIR, { connectTimeoutMs = 10_000, lock = 'wait' }: MigrateOptions = {}): Promise<MigrationResult> {
   const migrations = await readMigrations(dir);
-  // A database host that does not answer (a firewall dropping packets) fails the connection here
-  // instead of after the kernel's TCP timeout, minutes later.
-  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: connectTimeoutMs });
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: connectTimeoutMs, keepAlive: true });
+  // A connection lost mid-way (a restart, a terminated backend) is an error of the query in
+  // flight; unheard, the client's 'error' event would end the process that runs the migrations.
+  client.on('error', () => undefined);
   await client.connect();
   try {
-    await client.query('SELECT pg_advisory_lock($1)', [PRISMA_ADVISORY_LOCK]);
+    // Polled, never waited for inside a statement: a session waiting in pg_advisory_lock holds a
+    // snapshot, and CREATE INDEX CONCURRENTLY in the other session waits for every snapshot to end.
+    for (;;) {
+      const { rows } = await client.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1) AS taken', [PRISMA_ADVISORY_LOCK]);
+      if (rows[0]?.taken) break;
+      if (lock === 'try') throw new MigrationLockBusyError();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
     await ensureMigrationsTable(client);
     const recorded = await client.query<{ migration_name: string; checksum: string; finished_at: Date | null; rolled_back_at: Date | null }>(
       'SELECT migration_name, checksum, finished_at, rolled_back_at FROM _prisma_migrations',
@@ -83,18 +106,36 @@ async function ensureMigrationsTable(client: pg.Client): Promise<void> {
   )`);
 }
 
+/**
+ * A migration that must run outside a transaction (CREATE INDEX CONCURRENTLY, which does not block
+ * the writes of replicas still running) says so on its first line. Such a file must be safe to run
+ * again after a failure half-way (IF EXISTS, IF NOT EXISTS, dropping an invalid index first).
+ */
+const NO_TRANSACTION = /^-- migrate: no transaction\s*$/m;
+
 async function applyOne(client: pg.Client, migration: Migration): Promise<void> {
-  await client.query('BEGIN');
+  const inTransaction = !NO_TRANSACTION.test(migration.sql.split('\n', 1)[0] ?? '');
+  if (inTransaction) await client.query('BEGIN');
   try {
-    await client.query(migration.sql);
+    if (inTransaction) await client.query(migration.sql);
+    // One statement at a time: PostgreSQL runs a multi-statement query string in one transaction.
+    else for (const statement of statementsOf(migration.sql)) await client.query(statement);
     await client.query(
       `INSERT INTO _prisma_migrations (id, checksum, migration_name, started_at, finished_at, applied_steps_count)
        VALUES ($1, $2, $3, now(), now(), 1)`,
       [randomUUID(), migration.checksum, migration.name],
     );
-    await client.query('COMMIT');
+    if (inTransaction) await client.query('COMMIT');
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    if (inTransaction) await client.query('ROLLBACK').catch(() => undefined);
     throw new Error(`Migration ${migration.name} failed: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** The statements of a file without a transaction: split at semicolons ending a line (no bodies with `;` in them). */
+function statementsOf(sql: string): string[] {
+  return sql
+    .split(/;\s*$/m)
+    .map((statement) => statement.replace(/^\s*--.*$/gm, '').trim())
+    .filter((statement) => statement.length > 0);
 }

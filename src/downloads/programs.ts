@@ -115,8 +115,9 @@ before AS (
 ), current AS (
   UPDATE physitrack_programs p SET current_document_id = c.document_id, current_delivery_id = c.id, updated_at = now()
   FROM changed c
+  -- A current delivery purged by retention compares as NULL: this one then becomes current.
   WHERE p.id = c.program_id AND (p.current_delivery_id IS NULL
-    OR (c.received_at, c.id) > (SELECT cur.received_at, cur.id FROM physitrack_deliveries cur WHERE cur.id = p.current_delivery_id))
+    OR COALESCE((c.received_at, c.id) > (SELECT cur.received_at, cur.id FROM physitrack_deliveries cur WHERE cur.id = p.current_delivery_id), true))
   RETURNING p.id, p.source_id, p.current_document_id
 ), program_notified AS (
   SELECT ${notifySql({ vendor: "'physitrack'", table: "'physitrack_programs'", id: 'current.id::text', source: 'current.source_id', currentDocumentId: 'current.current_document_id::text' })}

@@ -71,7 +71,8 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
   const keyIds = config.sources.secretKeys.map(keyIdOf);
   const fromEnvironment = environmentSources(config);
   let fromTable = new Map<string, Source>();
-  let tableKnown = false;
+  /** Where the table's sources came from: a copy may lack a source created since it was saved. */
+  let tableFrom: 'nowhere' | 'copy' | 'database' = 'nowhere';
   // Each unreadable source is logged once (per sealed value), not at every reload.
   let reported = new Set<string>();
   // Opening is cheap, but a reload per change should not redo every source: keyed by the sealed text.
@@ -94,7 +95,7 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
    * A source whose credentials do not open (sealed with a key this process lacks) answers 503 and
    * is named in an error; every other source is served. It never stops the replica.
    */
-  function readTable(all: CopiedSource[]): void {
+  function readTable(all: CopiedSource[], from: 'copy' | 'database'): void {
     const rows = all.filter((r) => r.credentials !== null);
     const next = new Map<string, Source>();
     const nextOpened = new Map<string, Source>();
@@ -115,7 +116,7 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
     fromTable = next;
     opened = nextOpened;
     reported = nextReported;
-    tableKnown = true;
+    tableFrom = from;
   }
 
   // The environment's rows are written once; until that has worked, each reload tries again.
@@ -134,11 +135,11 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
   // A database that cannot be read yet does not stop the environment's source from being served,
   // nor, from the local copy, the table's.
   try {
-    readTable(await load());
+    readTable(await load(), 'database');
   } catch (err) {
     const copy = await localCopy?.read();
     if (copy) {
-      readTable(copy);
+      readTable(copy, 'copy');
       log.warn({ err, sources: copy.length }, 'could not read the sources table; serving the sources of the local copy and trying again');
     } else {
       log.warn({ err }, 'could not read the sources table and there is no local copy: serving the environment source; table sources answer 503 until it is read');
@@ -156,7 +157,7 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
       do {
         again = false;
         try {
-          readTable(await load());
+          readTable(await load(), 'database');
         } catch (err) {
           log.warn({ err }, 'could not reload the sources; serving the ones already loaded');
         }
@@ -175,9 +176,10 @@ export async function createSourceRegistry({ db, config, log, refreshIntervalMs 
 
   return {
     lookup(vendor, id) {
-      if (id !== DEFAULT_SOURCE_ID && !tableKnown) return { found: 'unknown' };
+      if (id !== DEFAULT_SOURCE_ID && tableFrom === 'nowhere') return { found: 'unknown' };
       const source = id === DEFAULT_SOURCE_ID ? fromEnvironment.get(vendor) : fromTable.get(`${vendor}/${id}`);
-      if (!source) return { found: 'none' };
+      // Not in a copy: perhaps created after it was saved. Only the table itself can say "no such source".
+      if (!source) return { found: id !== DEFAULT_SOURCE_ID && tableFrom === 'copy' ? 'unknown' : 'none' };
       return { found: source.status === 'active' ? 'active' : 'disabled', source };
     },
     reload,

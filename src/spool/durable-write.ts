@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
-import { isPermanentWriteError, type DatabaseAvailability } from '../db/availability.js';
+import { isUnavailable, type DatabaseAvailability } from '../db/availability.js';
+import { OverloadedError } from '../db/group-commit.js';
 import { withDeadline } from '../deadline.js';
 import type { Journal } from './journal.js';
 import type { SpooledDelivery } from './records.js';
@@ -52,12 +53,16 @@ export function createDurableWrite({ journal, availability, ackDeadlineMs, log, 
       if (!journal) return { spooled: false, result: await toDatabase(deadlineAt) };
       if (!availability.up) return toSpool(spooled);
       const databaseDeadline = deadlineAt - reserveMs;
+      // The budget went before the database was asked (a slow upload): not the database's fault.
+      if (databaseDeadline <= now()) return toSpool(spooled);
       try {
-        const result = await withDeadline(toDatabase(databaseDeadline), Math.max(0, databaseDeadline - now()));
+        const result = await withDeadline(toDatabase(databaseDeadline), databaseDeadline - now());
         return { spooled: false, result };
       } catch (err) {
-        if (isPermanentWriteError(err)) throw err;
-        availability.reportUnavailable(err);
+        // The delivery's own fault (its data, a limit): it would fail the same way from the spool.
+        if (!isUnavailable(err)) throw err;
+        // A full write queue is a burst, not an outage: this delivery goes to the spool, the next may not.
+        if (!(err instanceof OverloadedError)) availability.reportUnavailable(err);
         return toSpool(spooled);
       }
     },

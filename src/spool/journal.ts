@@ -157,9 +157,12 @@ export async function openJournal({ dir, maxBytes, io = nodeIo, onFailure }: Jou
       await io.syncDirectory(dir);
     } catch (err) {
       // An fsync that failed may report success when retried after the kernel dropped the data
-      // (PostgreSQL panics for this reason): nothing more is taken until a restart.
+      // (PostgreSQL panics for this reason): nothing more is taken until a restart. The group is
+      // answered 503, so its file goes too (if the rename happened): a replay of it and the
+      // vendors' retries would count these deliveries twice.
       const failure = failWith(new SpoolFailedError(`the spool could not write durably: ${(err as Error).message}`, { cause: err }));
       await fs.rm(temp, { force: true }).catch(() => undefined);
+      await fs.rm(path.join(dir, name), { force: true }).catch(() => undefined);
       writingBytes = 0;
       for (const w of group) w.reject(failure);
       return;

@@ -98,7 +98,15 @@ export async function takeSpoolDirectory(dir: string, onLost: (reason: string) =
   const file = path.join(dir, FILE);
   const self = me();
   try {
-    await fs.writeFile(file, JSON.stringify(self), { flag: 'wx', mode: 0o600 });
+    // Written whole under another name, then linked into place: link() fails if the owner file
+    // exists, and a reader never sees it half written (it would take that for a dead owner's).
+    const temp = `${file}.${process.pid}.new`;
+    await fs.writeFile(temp, JSON.stringify(self), { mode: 0o600 });
+    try {
+      await fs.link(temp, file);
+    } finally {
+      await fs.rm(temp, { force: true });
+    }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     const owner = await readOwner(file);

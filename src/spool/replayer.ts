@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import { isPermanentWriteError, type DatabaseAvailability } from '../db/availability.js';
+import { isUnavailable, type DatabaseAvailability } from '../db/availability.js';
 import type { Database } from '../db/client.js';
 import { insertDeliveries } from '../downloads/intake.js';
 import type { Vendor } from '../metrics.js';
@@ -35,6 +35,8 @@ export interface ReplayerOptions {
   onPhysitrackWritten?: () => void;
   /** For tests: runs after a file's records are committed and before the file is removed. */
   afterCommit?: (file: JournalFile) => Promise<void>;
+  /** False once the spool directory was lost to another process: its files are not this one's to replay. */
+  shouldRun?: () => boolean;
 }
 
 export interface Replayer {
@@ -104,7 +106,9 @@ interface Tagged {
 }
 
 export function createReplayer(options: ReplayerOptions): Replayer {
-  const { journal, rejectedDir, db, availability, log, batchSize = 500 } = options;
+  const { journal, rejectedDir, db, availability, log, batchSize = 500, shouldRun = () => true } = options;
+  const unreadable = new Set<string>();
+  let failureLoggedAt = 0;
   let running: Promise<ReplayResult> | undefined;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -122,7 +126,7 @@ export function createReplayer(options: ReplayerOptions): Replayer {
       await write(batch);
       return batch.length;
     } catch (err) {
-      if (!isPermanentWriteError(err)) throw new DatabaseAwayError((err as Error).message, { cause: err });
+      if (isUnavailable(err)) throw new DatabaseAwayError((err as Error).message, { cause: err });
       if (batch.length === 1) {
         const code = (err as { code?: string }).code;
         batch[0]!.refused.push({ line: encodeRecord(batch[0]!.spooled).subarray(0, -1), reason: `PostgreSQL refused it (SQLSTATE ${code})` });
@@ -152,8 +156,30 @@ export function createReplayer(options: ReplayerOptions): Replayer {
    * time, then each file set aside what it must and removed. At light traffic a file holds one
    * delivery; written file by file, the replay would cost a statement per delivery.
    */
-  async function replayRound(files: JournalFile[]): Promise<{ replayed: number; rejected: number }> {
-    const read = await Promise.all(files.map((file) => readJournalFile(path.join(journal.dir, file.name), file.records)));
+  /** A file that cannot be read is left where it is (and said once); one removed meanwhile is forgotten. */
+  async function readOrSkip(file: JournalFile): Promise<ReadFile | undefined> {
+    try {
+      return await readJournalFile(path.join(journal.dir, file.name), file.records);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        await journal.remove(file.name);
+        return undefined;
+      }
+      if (!unreadable.has(file.name)) log.error({ code: (err as NodeJS.ErrnoException).code, file: file.name }, 'a spool file cannot be read; it is left in place and the others are replayed');
+      unreadable.add(file.name);
+      return undefined;
+    }
+  }
+
+  async function replayRound(candidates: JournalFile[]): Promise<{ replayed: number; rejected: number }> {
+    const files: JournalFile[] = [];
+    const read: ReadFile[] = [];
+    for (const file of candidates) {
+      const contents = await readOrSkip(file);
+      if (!contents) continue;
+      files.push(file);
+      read.push(contents);
+    }
     const tagged = read.flatMap(({ records, bad }) => records.map((spooled) => ({ spooled, refused: bad })));
     let replayed = 0;
     for (const batch of batchesOf(tagged, batchSize)) {
@@ -185,9 +211,9 @@ export function createReplayer(options: ReplayerOptions): Replayer {
 
   async function runAll(): Promise<ReplayResult> {
     const total: ReplayResult = { replayed: 0, rejected: 0, complete: true };
-    let files = journal.files();
+    let files = journal.files().filter((f) => !unreadable.has(f.name));
     while (files.length > 0) {
-      if (stopped) return { ...total, complete: false };
+      if (stopped || !shouldRun()) return { ...total, complete: false };
       const round = nextRound(files);
       try {
         const { replayed, rejected } = await replayRound(round);
@@ -196,7 +222,9 @@ export function createReplayer(options: ReplayerOptions): Replayer {
       } catch (err) {
         if (!(err instanceof DatabaseAwayError)) throw err;
         availability?.reportUnavailable(err.cause);
-        log.warn({ err: err.cause, file: round[0]!.name }, 'replaying the spool stopped: PostgreSQL is away again');
+        // The code only: a database error's detail may quote the row, patient data included.
+        const { code, constraint } = err.cause as { code?: unknown; constraint?: unknown };
+        log.warn({ code, constraint, reason: err.message.split('\n')[0], file: round[0]!.name }, 'replaying the spool stopped: PostgreSQL is away again');
         return { ...total, complete: false };
       }
       files = files.slice(round.length);
@@ -211,8 +239,13 @@ export function createReplayer(options: ReplayerOptions): Replayer {
   };
 
   const kick = () => {
-    if (stopped || running || journal.files().length === 0 || (availability && !availability.up)) return;
-    void runOnce().catch((err: unknown) => log.error({ err }, 'replaying the spool failed; trying again later'));
+    if (stopped || running || !shouldRun() || journal.files().length === 0 || (availability && !availability.up)) return;
+    void runOnce().catch((err: unknown) => {
+      // Tried again every few seconds: said once a minute.
+      if (Date.now() - failureLoggedAt < 60_000) return;
+      failureLoggedAt = Date.now();
+      log.error({ code: (err as { code?: unknown }).code, reason: (err as Error).message?.split('\n')[0] }, 'replaying the spool failed; trying again');
+    });
   };
 
   return {

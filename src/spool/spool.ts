@@ -14,6 +14,8 @@ import { sourcesCopyIn, type SourcesCopy } from './sources-copy.js';
 
 export interface Spool {
   readonly dir: string;
+  /** True once another process took the directory over: this one neither spools nor replays. */
+  readonly lost: boolean;
   readonly journal: Journal;
   readonly sourcesCopy: SourcesCopy;
   readonly rejectedDir: string;
@@ -31,8 +33,10 @@ export interface OpenSpoolOptions {
 
 export async function openSpool({ dir, maxBytes, log, io }: OpenSpoolOptions): Promise<Spool> {
   let journal: Journal | undefined;
+  let lost = false;
   const ownership: SpoolOwnership = await takeSpoolDirectory(dir, (reason) => {
-    log.error({ spool: dir, reason }, 'lost SPOOL_DIR to another process: this replica stops spooling');
+    lost = true;
+    log.error({ spool: dir, reason }, 'lost SPOOL_DIR to another process: this replica stops spooling and replaying');
     journal?.fail(new Error(reason));
   });
   try {
@@ -50,6 +54,9 @@ export async function openSpool({ dir, maxBytes, log, io }: OpenSpoolOptions): P
   const opened = journal;
   return {
     dir,
+    get lost() {
+      return lost;
+    },
     journal: opened,
     sourcesCopy: sourcesCopyIn(dir),
     rejectedDir,
@@ -90,9 +97,9 @@ export async function inspectSpool(dir: string): Promise<SpoolInspection> {
     oldest = oldest === undefined ? parsed.writtenAt : Math.min(oldest, parsed.writtenAt);
   }
   const rejectedFiles = (await fs.readdir(path.join(dir, 'rejected')).catch(() => [] as string[])).filter((f) => f.endsWith('.rejected')).length;
-  const owner = await fs.readFile(path.join(dir, 'owner.json'), 'utf8').then(
-    (text) => JSON.parse(text) as SpoolInspection['owner'],
-    () => null,
-  );
+  const owner = await fs
+    .readFile(path.join(dir, 'owner.json'), 'utf8')
+    .then((text) => JSON.parse(text) as SpoolInspection['owner'])
+    .catch(() => null);
   return { dir, records, bytes, oldestWrittenAt: oldest === undefined ? null : new Date(oldest), rejectedFiles, owner };
 }

@@ -49,13 +49,18 @@ export function parseOccurredAt(raw: unknown): string | null {
   return iso;
 }
 
+/** Like eventId: a key of a row (and of an index entry, which PostgreSQL caps at about 2.7 KB). */
+const MAX_PATIENT_ID_LENGTH = 200;
+
 function patientIdOf(eventType: string, data: unknown, dataJson: string | null): string | null {
   if (!PATIENT_EVENT_TYPES.has(eventType) || typeof data !== 'object' || data === null || Array.isArray(data) || dataJson === null) return null;
   const id = (data as Record<string, unknown>).id;
-  if (typeof id === 'string') return id.length > 0 ? id : null;
   // The digits as sent: two ids that round to one JavaScript number are two patients.
-  if (typeof id === 'number') return memberSources(dataJson).get('id') ?? null;
-  return null;
+  const patientId = typeof id === 'string' ? id : typeof id === 'number' ? (memberSources(dataJson).get('id') ?? null) : null;
+  if (patientId !== null && patientId.length > MAX_PATIENT_ID_LENGTH) {
+    throw new WebhookError('WH_ERR_BAD_PAYLOAD', `data.id is longer than ${MAX_PATIENT_ID_LENGTH} characters`);
+  }
+  return patientId === '' ? null : patientId;
 }
 
 /**

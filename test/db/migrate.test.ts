@@ -87,6 +87,22 @@ describe('migrate', () => {
     expect(recorded.map((r) => r.migration_name)).toEqual(['20260101000000_good']);
   });
 
+  it('runs a "no transaction" migration statement by statement, records it only once it is through, and runs it again after a failure', async () => {
+    const url = await emptyDatabase(base, uniqueName('notx'));
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'wr-migrations-'));
+    await mkdir(path.join(dir, '20260101000000_table'));
+    await writeFile(path.join(dir, '20260101000000_table', 'migration.sql'), 'CREATE TABLE t (id int);');
+    await mkdir(path.join(dir, '20260102000000_index'));
+    const file = path.join(dir, '20260102000000_index', 'migration.sql');
+    // CONCURRENTLY fails inside a transaction block: it runs only if the statements run one by one.
+    await writeFile(file, '-- migrate: no transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_id ON t (id);\nSELECT no_such_function();\n');
+    await expect(migrate(url, dir)).rejects.toThrow(/20260102000000_index failed/);
+    expect(await query(url, "SELECT 1 FROM pg_indexes WHERE indexname = 't_id'")).toHaveLength(1);
+    expect(await query(url, "SELECT 1 FROM _prisma_migrations WHERE migration_name = '20260102000000_index'")).toHaveLength(0);
+    await writeFile(file, '-- migrate: no transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_id ON t (id);\n');
+    expect((await migrate(url, dir)).applied).toEqual(['20260102000000_index']);
+  });
+
   it('reports an applied migration whose file changed since', async () => {
     const url = await emptyDatabase(base, uniqueName('modified'));
     const dir = await mkdtemp(path.join(os.tmpdir(), 'wr-migrations-'));

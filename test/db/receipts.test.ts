@@ -3,6 +3,7 @@ import { newReceipt } from '../../src/audit.js';
 import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
 import { createGroupCommitter } from '../../src/db/group-commit.js';
 import { insertDeliveries } from '../../src/downloads/intake.js';
+import { createDownloadQueue } from '../../src/downloads/queue.js';
 import { toPatiroEvent } from '../../src/webhooks/patiro-payload.js';
 import { writePatiroBatch, type PatiroDelivery } from '../../src/webhooks/patiro-store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -188,6 +189,26 @@ describe('a Physitrack write that runs again', () => {
        FROM physitrack_programs p JOIN physitrack_deliveries latest ON latest.id = p.latest_delivery_id JOIN physitrack_deliveries cur ON cur.id = p.current_delivery_id`,
     );
     expect(rows).toEqual([{ latest: url('b'), current: url('b'), program_name: 'Knee B', first_notice_at: at('2026-11-01T10:00:00Z'), versions: 2 }]);
+  });
+
+  it('makes a newer download current when the current delivery was purged by retention', async () => {
+    const url = (v: string) => `https://files.physitrack.com/r/purged-${v}.pdf`;
+    // Received within the download deadline, so that version 2 can still be claimed.
+    const [v1] = await insertDeliveries(db, [newDelivery({ fileUrl: url('1') }, { receipt: newReceipt(new Date(Date.now() - 2 * HOUR)) })]);
+    const [v2] = await insertDeliveries(db, [newDelivery({ fileUrl: url('2') }, { receipt: newReceipt(new Date(Date.now() - HOUR)) })]);
+    const docs = await database.pool.query<{ id: string }>(
+      `INSERT INTO documents (sha256, size_bytes, content_type, storage, content) VALUES ('${'c'.repeat(64)}', 1, 'application/pdf', 'database', '\\x00'),
+       ('${'d'.repeat(64)}', 1, 'application/pdf', 'database', '\\x00') RETURNING id::text`,
+    );
+    await database.pool.query(`UPDATE physitrack_programs SET current_delivery_id = $1, current_document_id = $2`, [v1!.id, docs.rows[0]!.id]);
+    await database.pool.query('DELETE FROM physitrack_deliveries WHERE id = $1', [v1!.id]);
+    // Version 2 downloaded now, through the queue's own statement.
+    const queue = createDownloadQueue(db, 'test-worker', 60);
+    const [claimed] = await queue.claim(1);
+    expect(claimed!.id).toBe(v2!.id);
+    expect(await queue.markDone(claimed!, BigInt(docs.rows[1]!.id))).toBe(true);
+    const { rows } = await database.pool.query('SELECT current_delivery_id::text AS current FROM physitrack_programs');
+    expect(rows).toEqual([{ current: String(v2!.id) }]);
   });
 
   it('counts once when two writes of the same receipts run at once', async () => {

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
@@ -7,7 +10,8 @@ import { createSourceRegistry, type SourceRegistry } from '../../src/sources/reg
 import { newSourceId } from '../../src/sources/credentials.js';
 import { createKeyring, keyIdOf } from '../../src/sources/sealed.js';
 import { insertSource, setSourceStatus } from '../../src/sources/sources-table.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { sourcesCopyIn } from '../../src/spool/sources-copy.js';
+import { createTestDatabase, unreachableDatabaseUrl, type TestDatabase } from '../helpers/database.js';
 import { captureLogs } from '../helpers/logs.js';
 import { waitFor } from '../helpers/wait.js';
 import { startTcpProxy } from '../faults/tcp-proxy.js';
@@ -138,6 +142,37 @@ describe('the source registry', () => {
       expect(r.lookup('patiro', row.id)).toMatchObject({ found: 'active' });
     } finally {
       await database.pool.query('ALTER TABLE sources_away RENAME TO sources');
+    }
+  });
+
+  it('serves the sources of its local copy when the table cannot be read at start, and calls an id missing from the copy unknown (503), not absent (404)', async () => {
+    const { row } = await addSource(db, [key], { vendor: 'patiro', name: 'Clinic A' });
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'wr-copy-'));
+    try {
+      const copy = sourcesCopyIn(dir);
+      const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, SOURCES_SECRET_KEY: key.toString('base64') });
+      opened.push(await createSourceRegistry({ db, config, log: captureLogs().logger, localCopy: copy }));
+      const text = await readFile(path.join(dir, 'sources.json'), 'utf8');
+      expect(text).toContain(row.id);
+      expect(text).not.toMatch(/"secrets"|signingSecret/);
+
+      // Started again while PostgreSQL is away: from the copy.
+      const away = createDatabase({ url: await unreachableDatabaseUrl(), poolSize: 1, connectTimeoutMs: 300 });
+      try {
+        const r = await createSourceRegistry({ db: away, config, log: captureLogs().logger, localCopy: sourcesCopyIn(dir) });
+        opened.push(r);
+        expect(r.lookup('patiro', row.id)).toMatchObject({ found: 'active', source: { id: row.id } });
+        expect(r.lookup('patiro', newSourceId())).toEqual({ found: 'unknown' });
+        // Without a copy, no table source can be checked at all.
+        const bare = await createSourceRegistry({ db: away, config, log: captureLogs().logger });
+        opened.push(bare);
+        expect(bare.lookup('patiro', row.id)).toEqual({ found: 'unknown' });
+      } finally {
+        for (const r of opened.splice(0)) await r.close();
+        await closeDatabase(away);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -139,6 +140,21 @@ describe('the replayer', () => {
     expect(await counts()).toMatchObject({ events: 2, audit: 2 });
     const [file] = await readdir(path.join(dir, 'rejected'));
     expect(file).toMatch(/\.jnl\.rejected$/);
+  });
+
+  it('sets aside a record refused for a reason other than its data (an index entry too large), instead of calling PostgreSQL away', async () => {
+    const journal = await openJournal({ dir: path.join(dir, 'journal'), maxBytes: 1 << 30 });
+    // Spooled by a build without the length check: an id of 8 KB cannot be a key (SQLSTATE 54000).
+    const huge = patiro({ id: 'x' });
+    if (huge.vendor === 'patiro') huge.delivery.event.patientId = randomBytes(6000).toString('base64');
+    await Promise.all([patiro(), huge, patiro()].map((s) => journal.append(s)));
+    let reported = 0;
+    const availability = { up: true, reportUnavailable: () => (reported += 1), reportAvailable() {}, check: async () => true, onChange() {}, stop() {} };
+    const { r, rejected } = replayer(journal, { availability });
+    expect(await r.runOnce()).toEqual({ replayed: 2, rejected: 1, complete: true });
+    expect(rejected).toEqual([1]);
+    expect(reported).toBe(0);
+    expect(journal.files()).toEqual([]);
   });
 
   it('counts nothing twice when it crashes between the COMMIT and the removal of the file', async () => {

@@ -28,6 +28,11 @@ describe('toPatiroEvent', () => {
     expect(event).toMatchObject({ occurredAt: null, occurredAtRaw: '17', patientId: 'p' });
     expect(toPatiroEvent({ eventId: 'e', eventType: 'Other', data: { id: 'p' } }).patientId).toBeNull();
   });
+
+  it('refuses a patient id longer than 200 characters, as it refuses such an eventId (it is a key, too long for an index entry)', () => {
+    expect(toPatiroEvent({ eventId: 'e', eventType: 'PatientUpdated', data: { id: 'p'.repeat(200) } }).patientId).toHaveLength(200);
+    expect(() => toPatiroEvent({ eventId: 'e', eventType: 'PatientUpdated', data: { id: 'p'.repeat(201) } })).toThrow(/data.id is longer than 200/);
+  });
 });
 
 describe('toPhysitrackNotice dates', () => {
