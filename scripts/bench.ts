@@ -8,6 +8,7 @@ import { parseOptions, PHASE_GROUPS, USAGE, type BenchContext, type BenchOptions
 import { makeSelfSignedCert, runHttpPhase, runPdfPhases, runWebhookPhases, startFileHost } from './bench/phases.js';
 import { compileService, createCleanup, serviceCommand, serviceStarter, type Cleanup } from './bench/processes.js';
 import { formatReport, type Results } from './bench/report.js';
+import { runSpoolPhases } from './bench/spool.js';
 
 // npm run bench: the service against the limits a plain receiver faces. The service runs as deployed, compiled by tsc at the start of the
 // run and started with plain node; this process generates the load, serves the PDFs and reads the database, all over 127.0.0.1.
@@ -21,7 +22,7 @@ async function setUp(o: BenchOptions, cleanup: Cleanup, results: Results): Promi
   await chmod(tmpDir, 0o755); // as root, the embedded PostgreSQL runs as `postgres` and must reach its data
   cleanup.add('remove the temporary directory', () => rm(tmpDir, { recursive: true, force: true }));
   // Only the phases with a service need it compiled; the bare server and the baselines run under tsx.
-  const runsService = o.only.has('webhooks') || o.only.has('pdf');
+  const runsService = o.only.has('webhooks') || o.only.has('spool') || o.only.has('pdf');
   if (runsService) {
     say('compiling the service: tsc -p tsconfig.build.json (into dist/)');
     await compileService(cleanup.signal);
@@ -61,6 +62,7 @@ async function bench(o: BenchOptions, cleanup: Cleanup, results: Results): Promi
     say(`2b: the second baseline, our whole statement for one delivery per transaction, at c=${o.connections}`);
     results.wholeStatement = await runBaseline('whole-statement', o.dbLimit, mainUrl, ctx.tmpDir, ctx.load);
   }
+  if (o.only.has('spool')) await runSpoolPhases(ctx, (results.spool = { healthy: [], away: [] }));
   if (o.only.has('http')) await runHttpPhase(ctx, results);
   if (o.only.has('pdf')) await runPdfPhases(ctx, results);
   say('done; cleaning up');

@@ -120,7 +120,7 @@ export function runLoad(spec: { baseUrl: string; connections: number; pool: Requ
 export type LoadSettings = { connections: number; durationS: number; warmupS: number; signal: AbortSignal; postmaster: number | undefined };
 
 /** An unmeasured warm-up (JIT, pools), whose rate sizes the deliveries prepared for the measured run with CPU accounting. */
-export async function warmAndRun(target: Child, pool: RequestPool, s: LoadSettings, afterWarmUp?: () => Promise<void>): Promise<{ load: LoadResult; cpu: CpuUse }> {
+export async function warmAndRun(target: Child, pool: RequestPool, s: LoadSettings, afterWarmUp?: () => Promise<void>): Promise<{ warm: LoadResult; load: LoadResult; cpu: CpuUse }> {
   const run = (durationS: number) => runLoad({ baseUrl: target.baseUrl, connections: s.connections, pool, durationS, signal: s.signal });
   pool.prepare(s.connections * 50);
   const warm = await run(s.warmupS);
@@ -128,5 +128,5 @@ export async function warmAndRun(target: Child, pool: RequestPool, s: LoadSettin
   pool.prepare(Math.min(400_000, Math.ceil(Math.max((2 * warm.answered) / Math.max(warm.elapsedS, 1e-3), 6000) * s.durationS)));
   await afterWarmUp?.();
   const { result: load, cpu } = await withCpu({ target: target.pid, postmaster: s.postmaster }, () => run(s.durationS));
-  return { load, cpu };
+  return { warm, load, cpu };
 }

@@ -16,12 +16,13 @@ import type { Results, WebhookResult } from './report.js';
 
 // The phases with a server under test: 1, 1b, the lone requests and 4 (the service), 3 (bare Fastify), 5 (the PDF pipeline and its baselines).
 
-/** A webhook phase: the load, then the rows it left in `table`, compared with the 2xx answers one by one by `key`. */
-async function measureWebhook(service: Child, pool: RequestPool, db: pg.Pool, [table, key]: [string, string], s: LoadSettings): Promise<WebhookResult> {
+/** A webhook phase: the load, then the rows it left in `table` (once `settle` resolves), compared with the 2xx answers one by one by `key`. */
+export async function measureWebhook(service: Child, pool: RequestPool, db: pg.Pool, [table, key]: [string, string], s: LoadSettings, settle?: () => Promise<void>): Promise<WebhookResult> {
   const count = `SELECT count(*) AS n FROM ${table}`;
   let before = 0;
   // The warm-up's deliveries are stored too: count from after it.
   const { load, cpu } = await warmAndRun(service, pool, s, async () => void (before = await countRows(db, count)));
+  await settle?.();
   const stored = (await countRows(db, count)) - before;
   return { load, stored, ackedFound: await countRows(db, `${count} WHERE ${key} = ANY($1::text[])`, [load.ackedKeys]), cpu };
 }
@@ -122,7 +123,8 @@ export async function makeSelfSignedCert(dir: string) {
 export type BenchTls = Awaited<ReturnType<typeof makeSelfSignedCert>>;
 
 // The PDF host, on 127.0.0.1: `pdfUrl(i)` is a file of its own (a header naming it, a random middle shared by all, sent without a copy, a
-// trailer); `holdUrl` is accepted and never answered, until `stopHolding` closes every held request and from then on every new one.
+// trailer); `holdUrl` is accepted and never answered, until `stopHolding` closes every held request and from then on every new one (until
+// `resumeHolding`).
 export async function startFileHost(tls: BenchTls, pdfBytes: number, cleanup: Cleanup) {
   const trailer = Buffer.from('\n%%EOF\n');
   const header = (index: string) => Buffer.from(`%PDF-1.7\n% webhook-receiver bench file ${index.padStart(12, '0')}\n`);
@@ -151,6 +153,7 @@ export async function startFileHost(tls: BenchTls, pdfBytes: number, cleanup: Cl
     pdfUrl: (index: number) => `${prefix}/pdf/${index}.pdf`,
     holdUrl: (name: string) => `${prefix}/hold/${encodeURIComponent(name)}.pdf`,
     stopHolding: () => void ((holding = false), held.forEach((response) => response.destroy())),
+    resumeHolding: () => void (holding = true),
   };
 }
 export type FileHost = Awaited<ReturnType<typeof startFileHost>>;

@@ -94,7 +94,7 @@ export type Secrets = Record<'patiro' | 'physitrack' | 'sourcesKey', string>;
 export function serviceStarter(o: BenchOptions, tmpDir: string, secrets: Secrets, certPath: string, cleanup: Cleanup) {
   const defaults = ['BODY_LIMIT_BYTES', 'ACK_DEADLINE_MS', 'DATABASE_POOL_SIZE', 'WRITE_BATCH_MAX_ROWS', 'METRICS_ENABLED', 'METRICS_PORT', 'RETENTION_DAYS', 'TLS_CERT_FILE',
     'TLS_KEY_FILE', 'PATIRO_TIMESTAMP_TOLERANCE_SECONDS', 'PATIRO_TOKEN', 'PATIRO_BASIC_AUTH', 'PHYSITRACK_TOKENS', 'DOWNLOAD_TIMEOUT_MS', 'DOWNLOAD_MAX_BYTES',
-    'DOWNLOAD_RETRY_BASE_MS', 'DOWNLOAD_DEADLINE_HOURS', 'DOWNLOAD_LEASE_SECONDS', 'PDF_DIR'];
+    'DOWNLOAD_RETRY_BASE_MS', 'DOWNLOAD_DEADLINE_HOURS', 'DOWNLOAD_LEASE_SECONDS', 'PDF_DIR', 'SPOOL_DIR', 'SPOOL_MAX_BYTES'];
   return (name: string, databaseUrl: string, dir: string, overrides: Record<string, string> = {}) => startChild(name, startCommand(), {
     ...Object.fromEntries(defaults.map((variable) => [variable, ''])),
     NODE_ENV: 'production', DATABASE_URL: databaseUrl, DATA_DIR: path.join(tmpDir, dir), LOG_LEVEL: o.logLevel,

@@ -3,15 +3,16 @@ import type { ByteaResult, DbResult } from './database.js';
 import type { LoadResult } from './load.js';
 import type { BenchOptions } from './options.js';
 import type { FetchResult, PipelineResult } from './phases.js';
+import type { SpoolResults, SpoolVendor } from './spool.js';
 
 /** `stored`: rows the table gained during the run; `ackedFound`: acked deliveries whose row is there. */
 export type WebhookResult = { load: LoadResult; stored: number; ackedFound: number; cpu: CpuUse };
 
 // Filled phase by phase: `patiroSplit` is 1b (half the connections to the default source, half to one from the table, at once), `singleRow`
-// and `wholeStatement` are 2 and 2b, `toFiles` and `byteaLimit` the PDF pipeline's durable baselines.
+// and `wholeStatement` are 2 and 2b, `toFiles` and `byteaLimit` the PDF pipeline's durable baselines, `spool` phases 6–8.
 export type Results = { header: string[]; o: BenchOptions; patiro?: WebhookResult; patiroSplit?: { viaDefault: WebhookResult; viaSource: WebhookResult };
   lone?: LoadResult; loneUnbatched?: LoadResult; singleRow?: DbResult; wholeStatement?: DbResult; http?: { load: LoadResult; cpu: CpuUse }; physitrack?: WebhookResult;
-  pipeline?: PipelineResult; toFiles?: FetchResult; byteaLimit?: ByteaResult };
+  pipeline?: PipelineResult; toFiles?: FetchResult; byteaLimit?: ByteaResult; spool?: SpoolResults };
 
 const num = (n: number) => (!Number.isFinite(n) ? '–' : n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 2));
 const ms = (n: number) => (Number.isFinite(n) ? `${n.toFixed(n >= 100 ? 0 : n >= 10 ? 1 : 2)} ms` : '–');
@@ -26,25 +27,29 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
 
-/** CPU µs per delivery (transaction, request, PDF), the target '–' when it ran inside this process, then each side's % of a core. */
-function cpuCells(phase: string, cpu: CpuUse, count: number, alarms: string[], hasTarget = true): string[] {
+/** CPU µs per delivery (transaction, request, PDF), the target '–' when it ran inside this process, then each side's % of a core.
+ *  `postgresCount`: the deliveries PostgreSQL served meanwhile, when other targets were loaded at the same time. */
+function cpuCells(phase: string, cpu: CpuUse, count: number, alarms: string[], hasTarget = true, postgresCount = count): string[] {
   if (share(cpu, cpu.others) > 20) alarms.push(`${phase}: other processes took ${share(cpu, cpu.others)}% of a core; the figures are disturbed`);
   if (share(cpu, cpu.bench) >= 85) alarms.push(`${phase}: the load generator used ${share(cpu, cpu.bench)}% of a core; the rate may be its limit`);
-  return [`${hasTarget ? num((cpu.target * 1e6) / count) : '–'} / ${num((cpu.postgres * 1e6) / count)}`, [cpu.target, cpu.postgres, cpu.bench, cpu.others].map((s) => share(cpu, s)).join(' / ')];
+  return [`${hasTarget ? num((cpu.target * 1e6) / count) : '–'} / ${num((cpu.postgres * 1e6) / postgresCount)}`, [cpu.target, cpu.postgres, cpu.bench, cpu.others].map((s) => share(cpu, s)).join(' / ')];
+}
+
+/** Every acked delivery must be stored, and nothing else; in 1b both streams share the table, so each checks its own and CPU is over both. */
+function webhookCells(phase: string, w: WebhookResult, alarms: string[], cpuCount = w.load.acked, shared = false, postgresCount = cpuCount): string[] {
+  const [lost, stored] = [w.load.acked - w.ackedFound, shared ? w.ackedFound : w.stored];
+  if (lost > 0 || stored !== w.load.acked) alarms.push(`${phase}: ${lost > 0 ? `${lost} acknowledged deliveries have no row` : `${stored} rows stored for ${w.load.acked} 2xx answers`}`);
+  if (w.load.builtLive > 0) alarms.push(`${phase}: ${w.load.builtLive} deliveries were signed during the run (the prepared ones ran out)`);
+  const check = lost > 0 ? `!!! ${lost} LOST` : stored !== w.load.acked ? '!!! MISMATCH' : shared ? 'found' : 'ok';
+  return [`${num(rateOf(w.load))} acks/s`, ms(w.load.latency.p50), ms(w.load.latency.p99), ms(w.load.latency.max), refusedText(w.load), `${stored} / ${w.load.acked}  ${check}`,
+    ...cpuCells(phase, w.cpu, cpuCount, alarms, true, postgresCount)];
 }
 
 function loadTable(r: Results, alarms: string[]): string[] {
   const c = r.o.connections;
   const rows = [['', 'rate', 'p50', 'p99', 'max', 'non-2xx', 'rows stored / 2xx', ...CPU_HEADS]];
   const row = (label: string, rate: string, l: { p50: number; p99: number; max: number }, ...rest: string[]) => rows.push([label, rate, ms(l.p50), ms(l.p99), ms(l.max), ...rest]);
-  /** Every acked delivery must be stored, and nothing else; in 1b both streams share the table, so each checks its own and CPU is over both. */
-  const webhookRow = (phase: string, label: string, w: WebhookResult, cpuCount = w.load.acked, shared = false) => {
-    const [lost, stored] = [w.load.acked - w.ackedFound, shared ? w.ackedFound : w.stored];
-    if (lost > 0 || stored !== w.load.acked) alarms.push(`${phase}: ${lost > 0 ? `${lost} acknowledged deliveries have no row` : `${stored} rows stored for ${w.load.acked} 2xx answers`}`);
-    if (w.load.builtLive > 0) alarms.push(`${phase}: ${w.load.builtLive} deliveries were signed during the run (the prepared ones ran out)`);
-    const check = lost > 0 ? `!!! ${lost} LOST` : stored !== w.load.acked ? '!!! MISMATCH' : shared ? 'found' : 'ok';
-    row(label, `${num(rateOf(w.load))} acks/s`, w.load.latency, refusedText(w.load), `${stored} / ${w.load.acked}  ${check}`, ...cpuCells(phase, w.cpu, cpuCount, alarms));
-  };
+  const webhookRow = (phase: string, label: string, w: WebhookResult, cpuCount = w.load.acked, shared = false) => rows.push([label, ...webhookCells(phase, w, alarms, cpuCount, shared)]);
   const dbRow = (phase: string, label: string, d: DbResult) =>
     row(label, `${num(d.transactions / d.elapsedS)} tx/s`, d.latency, `${d.failed} failed`, '', ...cpuCells(phase, d.cpu, d.transactions, alarms, d.method.startsWith('pgbench')));
   const loneRow = (label: string, lone: LoadResult) => row(label, `${num(lone.answered / lone.elapsedS)} req/s`, lone.latency, refusedText(lone));
@@ -77,6 +82,55 @@ function pdfTable({ o, pipeline: p, toFiles: f, byteaLimit: b }: Results, alarms
   return rows.length > 1 ? [table(rows), ''] : [];
 }
 
+/** Phases 6–8. In 7 the rows are counted after the replay (8), over every 2xx while away, the warm-up's included. */
+function spoolTable({ o, spool: s }: Results, alarms: string[]): string[] {
+  if (!s) return [];
+  const rows = [['', 'rate', 'p50', 'p99', 'max', 'non-2xx', 'rows stored / 2xx', ...CPU_HEADS]];
+  for (const h of s.healthy) {
+    // At once (round 0), PostgreSQL's CPU served both services: per ack over both.
+    const both = h.round === 0 ? s.healthy.filter((x) => x.round === 0 && x.vendor === h.vendor).reduce((n, x) => n + x.w.load.acked, 0) : h.w.load.acked;
+    const label = h.round === 0 ? `at once, c=${Math.max(1, Math.floor(o.connections / 2))} each` : `round ${h.round}, c=${o.connections}`;
+    rows.push([`6  ${h.vendor}, PostgreSQL up, spool ${h.spool.padEnd(3)} (${label})`, ...webhookCells('6', h.w, alarms, h.w.load.acked, false, both)]);
+    if (h.counted !== h.w.load.acked) alarms.push(`6: ${h.vendor}, spool ${h.spool}, round ${h.round}: ${h.w.load.acked} 2xx answers counted ${h.counted} times in the table`);
+    if (h.spooled > 0) alarms.push(`6: ${h.vendor}, spool on, round ${h.round}: ${h.spooled} deliveries answered from the spool with PostgreSQL up (a write over its budget); rows counted once replayed`);
+  }
+  for (const a of s.away) {
+    const ok = a.rows === a.acked && a.counted === a.acked && a.total === a.acked;
+    if (!ok) alarms.push(`7/8: ${a.vendor}: ${a.acked} acked while away; after the replay ${a.rows} of them have a row, counted ${a.counted} times; the table holds ${a.total}`);
+    rows.push([`7  ${a.vendor}, PostgreSQL away: from the spool (c=${o.connections})`, `${num(rateOf(a.load))} acks/s`, ms(a.load.latency.p50), ms(a.load.latency.p99),
+      ms(a.load.latency.max), refusedText(a.load), `${a.rows} / ${a.acked}  ${ok ? 'once' : '!!! MISMATCH'}`, ...cpuCells('7', a.cpu, a.load.acked, alarms)]);
+  }
+  const { disk: d, groups: g, replay: p } = s;
+  if (d) rows.push([`7c the disk alone: a ${num(d.bytes / 1024)} KiB group file durable (write, fsync, rename, fsync dir), one at a time`, `${num(d.groups / d.elapsedS)} groups/s`,
+    ms(d.latency.p50), ms(d.latency.p99), ms(d.latency.max)]);
+  if (p) rows.push([`8  replay: ${p.records} records; PostgreSQL seen up ${p.upAfterS.toFixed(1)} s after the restore, the spool empty after ${p.emptyAfterS.toFixed(1)} s`,
+    `${num(p.records / (p.emptyAfterS - (Number.isNaN(p.upAfterS) ? 0 : p.upAfterS)))} records/s`]);
+  if (p && !p.empty) alarms.push(`8: the spool did not empty (given up after 60 s without progress)`);
+  if (p && (p.replayed !== p.records || p.rejected > 0)) alarms.push(`8: ${p.records} records spooled, ${p.replayed} replayed, ${p.rejected} rejected`);
+  if (p && (p.auditRows !== p.acked || p.receipts !== p.acked)) alarms.push(`8: ${p.acked} 2xx answers, ${p.auditRows} audit rows with ${p.receipts} distinct receipts`);
+  for (const vendor of new Set(s.healthy.map((h) => h.vendor))) {
+    const [off, on] = healthyRates(s, vendor).postgresCpu;
+    if (Math.max(off, on) > 2 * Math.min(off, on)) alarms.push(`6: ${vendor}: PostgreSQL spent ${num(off * 1e6)} µs per ack for the service with the spool off, `
+      + `${num(on * 1e6)} µs for the one with it on: their databases differ (a plan?), so on ÷ off measures more than the spool`);
+  }
+  return ['Spool (issue 19): 6 the same service with SPOOL_DIR unset and set, each on its own database, in turns; 7 a third one, its PostgreSQL behind a',
+    'TCP proxy that refuses: rows counted after the replay, over every 2xx while away (warm-up included); 8 the proxy restored, nothing else running.',
+    table(rows), ...(g && g.files > 0 ? [`   7 wrote ${g.files} group files in its measured windows: ${num(g.records / g.files)} records each, one every ${ms((1000 * g.windowS) / g.files)}`] : []),
+    ''];
+}
+
+/** Phase 6 by vendor and setting: mean rates, on ÷ off round by round, and CPU per ack over all rounds (the service's, PostgreSQL's); then at once. */
+function healthyRates(s: SpoolResults, vendor: SpoolVendor) {
+  const of = (spool: 'off' | 'on', atOnce = false) => s.healthy.filter((h) => h.vendor === vendor && h.spool === spool && (h.round === 0) === atOnce).map((h) => h.w);
+  const [offAtOnce, onAtOnce] = [of('off', true)[0], of('on', true)[0]];
+  const [off, on] = [of('off'), of('on')];
+  const mean = (ws: WebhookResult[]) => ws.reduce((sum, w) => sum + rateOf(w.load), 0) / ws.length;
+  const cpu = (ws: WebhookResult[], side: 'target' | 'postgres') => ws.reduce((sum, w) => sum + w.cpu[side], 0) / ws.reduce((sum, w) => sum + w.load.acked, 0);
+  return { off: mean(off), on: mean(on), byRound: on.map((w, i) => times(rateOf(w.load), rateOf(off[i]!.load))),
+    serviceCpu: times(cpu(on, 'target'), cpu(off, 'target')), postgresCpu: [cpu(off, 'postgres'), cpu(on, 'postgres')] as const,
+    atOnce: offAtOnce && onAtOnce && { rate: times(rateOf(onAtOnce.load), rateOf(offAtOnce.load)), serviceCpu: times(cpu([onAtOnce], 'target'), cpu([offAtOnce], 'target')) } };
+}
+
 function targetTable(r: Results): string[] {
   const { o, pipeline: p, toFiles: f, byteaLimit: b } = r;
   const targets: string[][] = [];
@@ -104,13 +158,28 @@ function targetTable(r: Results): string[] {
   if (p && b) target('PDF pipeline ÷ plain pg INSERT of the bytes (PDFs/s)', times(p.done / p.elapsedS, b.stored / b.elapsedS));
   const maxMb = o.storage === 'database' ? 200 : 150;
   if (p) target(`service peak RSS during the pipeline (${o.storage} storage)`, `${num(p.peakRss / 1e6)} MB`, `target ≤ ${maxMb} MB`, p.peakRss <= maxMb * 1e6);
+  for (const vendor of r.spool?.healthy.length ? (['Patiro', 'Physitrack'] as const) : []) {
+    const healthy = healthyRates(r.spool!, vendor);
+    target(`${vendor} acks/s with PostgreSQL up, spool on ÷ off (6, mean of rounds; by round)`, `${times(healthy.on, healthy.off)} (${healthy.byRound.join(', ')})`);
+    target(`${vendor} service CPU per ack with PostgreSQL up, spool on ÷ off (6, all rounds)`, healthy.serviceCpu);
+    if (healthy.atOnce) target(`${vendor} with PostgreSQL up, spool on ÷ off, the two at once (6): acks/s; service CPU per ack`, `${healthy.atOnce.rate}; ${healthy.atOnce.serviceCpu}`);
+    const away = r.spool!.away.find((a) => a.vendor === vendor);
+    if (away) target(`${vendor} acks/s with PostgreSQL away ÷ up, spool on (7 ÷ 6)`, times(rateOf(away.load), healthy.on), 'target ≥ 0.5×', rateOf(away.load) >= 0.5 * healthy.on);
+  }
+  const replay = r.spool?.replay;
+  if (replay) {
+    const once = r.spool!.away.every((a) => a.rows === a.acked && a.counted === a.acked && a.total === a.acked);
+    target('acked while away, then in their table once (8)', r.spool!.away.map((a) => `${a.vendor} ${a.rows}/${a.acked}`).join(', '), 'target all, once', once);
+    target('audit rows / distinct receipts / 2xx answers of the service (8)', `${replay.auditRows} / ${replay.receipts} / ${replay.acked}`, 'target equal',
+      replay.auditRows === replay.acked && replay.receipts === replay.acked);
+  }
   // Only phases that ran have ratios: with --only db,http there may be none at all.
   return targets.length > 0 ? ['Ratios and targets', table(targets)] : [];
 }
 
 export function formatReport(r: Results): string {
   const alarms: string[] = [];
-  const out = [...r.header, '', ...loadTable(r, alarms), ...pdfTable(r, alarms), ...targetTable(r)];
+  const out = [...r.header, '', ...loadTable(r, alarms), ...spoolTable(r, alarms), ...pdfTable(r, alarms), ...targetTable(r)];
   if (alarms.length > 0) out.push(...(out.at(-1) === '' ? [] : ['']), ...[...new Set(alarms)].map((a) => `!!! ${a}`));
   return out.join('\n');
 }
