@@ -83,7 +83,11 @@ DELETE FROM ${table} x USING batch WHERE ${columns('x')} = ${columns('batch')}${
 
 const STORAGE_KEY = /^([0-9a-f]{2})\/([0-9a-f]{64})\.pdf$/;
 
-async function removeFiles(db: Database, pdfDir: string, rows: DeletedDocument[], files: PurgeResult['files']): Promise<void> {
+/**
+ * Removes the files of deleted filesystem documents, unless the same content was stored again
+ * since (files are named by sha256). Also used by erasure (erasure.ts), after its COMMIT.
+ */
+export async function removeFiles(db: Database, pdfDir: string, rows: DeletedDocument[], files: PurgeResult['files']): Promise<void> {
   for (const row of rows) {
     if (row.storage !== 'filesystem') continue;
     const match = STORAGE_KEY.exec(row.storage_key ?? '');
@@ -104,7 +108,7 @@ async function removeFiles(db: Database, pdfDir: string, rows: DeletedDocument[]
   }
 }
 
-interface DeletedDocument {
+export interface DeletedDocument {
   storage: string;
   storage_key: string | null;
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { RECEIPT_CONSTRAINT, receiptsInsertSql, type Receipt } from '../audit.js';
+import { erasureLocksSql } from '../erasure.js';
 import { poolOf, type Database } from '../db/client.js';
 import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
 import { BUMP_PROGRAMS_CTE, PROGRAM_CTES } from './programs.js';
@@ -51,7 +52,9 @@ const REQUEUE_ON_NOTICE = `d.download_status IN ('failed', 'expired') AND EXCLUD
  * drawn in the input CTE, which PostgreSQL evaluates once.
  */
 const INSERT_BATCH = `
-WITH arrival AS (
+WITH locks AS MATERIALIZED (
+  ${erasureLocksSql('physitrack', 'SELECT * FROM jsonb_to_recordset($1::jsonb) AS n(source_id text, patient_id text)')}
+), arrival AS (
   -- A scalar subquery, looked up per receipt: EXISTS may be planned as a hash of every receipt.
   SELECT a.*, COALESCE((SELECT true FROM webhook_audit w WHERE w.receipt_id = a.receipt_id), false) AS recorded
   FROM jsonb_to_recordset($2::jsonb) AS a(receipt_id uuid, received_at timestamptz, source_id text, notice_key text, refused boolean,
@@ -69,19 +72,27 @@ WITH arrival AS (
     source_id, notice_key, practitioner_token, patient_id, file_url, program_name, program_date, program_created_at, updated,
     refusal, deadline_hours, ord)
   JOIN fresh f USING (source_id, notice_key)
+  -- Every write of the statement derives from input: the erasure locks are taken first.
+  CROSS JOIN locks
 ), ${PROGRAM_CTES}, delivery AS (
   INSERT INTO physitrack_deliveries AS d
     (id, source_id, notice_key, notice_count, program_id, practitioner_token, patient_id, file_url, program_name, program_date,
-     program_created_at, updated, download_status, last_error, received_at, last_notice_at, deadline_at)
+     program_created_at, updated, download_status, last_error, received_at, last_notice_at, deadline_at, finished_at)
   SELECT i.id, i.source_id, i.notice_key, i.n, COALESCE(i.notice_program_id, p.program_id), i.practitioner_token, i.patient_id,
          i.file_url, i.program_name, i.program_date, i.program_created_at, i.updated, i.download_status, i.refusal,
-         i.first_at, i.last_at, i.first_at + make_interval(hours => i.deadline_hours)
+         i.first_at, i.last_at, i.first_at + make_interval(hours => i.deadline_hours),
+         -- A refused URL is failed, and so finished, as it arrives.
+         CASE WHEN i.refusal IS NULL THEN NULL ELSE i.first_at END
   FROM keyed i LEFT JOIN program p USING (source_id, patient_id, program_key)
   ON CONFLICT (source_id, notice_key) DO UPDATE SET
     notice_count    = d.notice_count + EXCLUDED.notice_count,
     received_at     = LEAST(d.received_at, EXCLUDED.received_at),
     last_notice_at  = GREATEST(d.last_notice_at, EXCLUDED.last_notice_at),
     download_status = CASE WHEN ${REQUEUE_ON_NOTICE} THEN 'pending' ELSE d.download_status END,
+    -- A refused URL finished when its first notice arrived, in whatever order its notices are written.
+    finished_at     = CASE WHEN ${REQUEUE_ON_NOTICE} THEN NULL
+                           WHEN d.download_status = 'failed' AND EXCLUDED.download_status = 'failed' THEN LEAST(d.finished_at, EXCLUDED.finished_at)
+                           ELSE d.finished_at END,
     deadline_at     = CASE WHEN ${REQUEUE_ON_NOTICE} THEN EXCLUDED.deadline_at ELSE LEAST(d.deadline_at, EXCLUDED.deadline_at) END,
     next_attempt_at = CASE WHEN ${REQUEUE_ON_NOTICE} THEN now() ELSE d.next_attempt_at END
   RETURNING d.id, d.source_id, d.notice_key, d.program_id, d.download_status, d.practitioner_token, d.program_name, d.program_date,
@@ -94,12 +105,20 @@ WITH arrival AS (
 ), notify AS (
   SELECT ${notifyDelivery('download_status', { redelivery: 'NOT inserted' })} FROM delivery
 )
-SELECT id, source_id AS "sourceId", notice_key AS "noticeKey", inserted, download_status AS "downloadStatus"
+SELECT id, source_id AS "sourceId", notice_key AS "noticeKey", inserted, download_status AS "downloadStatus",
+       -- Programs found at the start of the statement and gone by its update (an erasure committed
+       -- meanwhile): the statement is rolled back and run again, and then creates them anew.
+       (SELECT count(*)::int FROM touched WHERE program_id NOT IN (SELECT id FROM bump)) AS "programsGone"
 FROM delivery, (SELECT count(*) FROM notify) AS notified, (SELECT count(*) FROM bump_notified) AS program_notified`;
 
 const keyOf = (sourceId: string, noticeKey: string) => `${sourceId}\u0000${noticeKey}`;
 
-type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: boolean; downloadStatus: string };
+type InsertedRow = { id: string; sourceId: string; noticeKey: string; inserted: boolean; downloadStatus: string; programsGone: number };
+
+/** A program the statement found was erased before it could update it: nothing is committed, and it runs again. */
+class ProgramGoneError extends Error {
+  override readonly name = 'ProgramGoneError';
+}
 
 /**
  * The batch statement is a named one: parsed once per connection, and after five runs planned
@@ -129,12 +148,17 @@ async function insertInTransaction(pool: pg.Pool, values: [string, string]): Pro
   try {
     await client.query(`BEGIN; ${INTAKE_PLANNER_SETTINGS}${serverTimeoutOf(pool)}`);
     const { rows } = await client.query<InsertedRow>({ ...INTAKE_STATEMENT, values });
+    if ((rows[0]?.programsGone ?? 0) > 0) {
+      await client.query('ROLLBACK');
+      throw new ProgramGoneError('a program of this batch was erased while it was written');
+    }
     await client.query('COMMIT');
     return rows;
   } catch (err) {
     // Only a server that answered is waiting for ROLLBACK. After the client-side timeout or a lost
     // connection, a ROLLBACK would queue behind the statement still running: the connection is
     // dropped instead, and the server aborts its transaction.
+    if (err instanceof ProgramGoneError) throw err;
     if (err instanceof pg.DatabaseError) await client.query('ROLLBACK').catch((rollbackErr: Error) => void (unusable = rollbackErr));
     else unusable = err instanceof Error ? err : new Error(String(err));
     throw err;
@@ -147,7 +171,8 @@ async function insertInTransaction(pool: pg.Pool, values: [string, string]): Pro
  * Runs the statement; again if a program it was creating was created by another transaction at
  * the same moment (see programs.ts), or if another write recorded one of its receipts meanwhile:
  * by then that transaction has committed, and the statement finds the program, or the receipt and
- * counts it no more. Plain pg: the error's column and constraint tell these cases from any other.
+ * counts it no more; or if a program it found was erased before it could update it. Plain pg: the
+ * error's column and constraint tell these cases from any other.
  */
 async function insertOnce(db: Database, rows: string, audit: string): Promise<InsertedRow[]> {
   for (let attempt = 1; ; attempt += 1) {
@@ -155,8 +180,9 @@ async function insertOnce(db: Database, rows: string, audit: string): Promise<In
       return await insertInTransaction(poolOf(db), [rows, audit]);
     } catch (err) {
       const { code, column, constraint } = err as { code?: string; column?: string; constraint?: string };
-      const raced = (code === '23502' && column === 'program_id') || (code === '23505' && constraint === RECEIPT_CONSTRAINT);
-      if (!raced || attempt === 3) throw err;
+      const raced = err instanceof ProgramGoneError || (code === '23502' && column === 'program_id') || (code === '23505' && constraint === RECEIPT_CONSTRAINT);
+      // Each such race needs another transaction to commit in between: a few attempts are plenty.
+      if (!raced || attempt === 5) throw err;
     }
   }
 }

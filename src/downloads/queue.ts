@@ -48,6 +48,7 @@ RETURNING d.id, d.locked_by AS token, d.file_url AS "fileUrl", d.attempts, d.dea
 const EXPIRE = `
 UPDATE physitrack_deliveries
 SET download_status = 'expired',
+    finished_at     = now(),
     last_error      = concat_ws(' ', last_error, '${DEADLINE_PASSED}'),
     locked_by       = NULL,
     locked_until    = NULL
@@ -84,7 +85,7 @@ const OWNED = `id = $1 AND locked_by = $2 AND download_status = 'downloading'`;
 /** Done, and in the same statement the program's current document (see programs.ts) and the NOTIFYs. */
 const MARK_DONE = `
 WITH changed AS (
-  UPDATE physitrack_deliveries SET download_status = 'done', document_id = $3, downloaded_at = now(),
+  UPDATE physitrack_deliveries SET download_status = 'done', document_id = $3, downloaded_at = now(), finished_at = now(),
     last_error = NULL, last_http_status = NULL, locked_by = NULL, locked_until = NULL
   WHERE ${OWNED}
   RETURNING id, source_id, download_status, program_id, document_id, received_at
@@ -139,7 +140,7 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
     },
     markFailed: ({ id, token }, error, httpStatus) =>
       update(
-        `UPDATE physitrack_deliveries SET download_status = 'failed', last_error = $3, last_http_status = $4,
+        `UPDATE physitrack_deliveries SET download_status = 'failed', finished_at = now(), last_error = $3, last_http_status = $4,
            locked_by = NULL, locked_until = NULL WHERE ${OWNED}`,
         id,
         token,
@@ -150,6 +151,7 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
       update(
         `UPDATE physitrack_deliveries d
          SET download_status  = CASE WHEN n.at > now() THEN 'pending' ELSE 'expired' END,
+             finished_at      = CASE WHEN n.at > now() THEN NULL ELSE now() END,
              last_error       = CASE WHEN n.at > now() THEN $3::text ELSE concat_ws(' ', $3::text, '${DEADLINE_PASSED}') END,
              last_http_status = $4,
              next_attempt_at  = GREATEST(n.at, now()),
@@ -173,7 +175,7 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
   };
 }
 
-const REQUEUE = `SET download_status = 'pending', next_attempt_at = now(), locked_by = NULL, locked_until = NULL`;
+const REQUEUE = `SET download_status = 'pending', finished_at = NULL, next_attempt_at = now(), locked_by = NULL, locked_until = NULL`;
 const REQUEUEABLE = `download_status IN ('failed', 'expired') AND deadline_at > now()`;
 
 export type RequeueOutcome = { requeued: true } | { requeued: false; reason: string };

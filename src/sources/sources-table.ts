@@ -164,3 +164,22 @@ export async function recordHealth(db: Database, updates: HealthUpdate[]): Promi
     ),
   );
 }
+
+/** A table source's name and tenant; `default` is configured by the environment, not here. */
+export async function updateSource(db: Database, id: string, changes: { name?: string; tenantRef?: string | null }): Promise<SourceRow | undefined> {
+  const [row] = await db.$queryRawUnsafe<SourceRow[]>(
+    notifyingReplicas(`UPDATE sources s SET name = COALESCE($2, s.name), tenant_ref = CASE WHEN $4 THEN $3 ELSE s.tenant_ref END, updated_at = now()
+      WHERE id = $1 AND credentials IS NOT NULL`),
+    id,
+    changes.name ?? null,
+    changes.tenantRef ?? null,
+    changes.tenantRef !== undefined,
+  );
+  return row;
+}
+
+/**
+ * Removes a table source, telling the replicas (its URL then answers 404). For the erasure module's
+ * transaction: $1 vendor, $2 id. `default` has no credentials and is never removed here.
+ */
+export const DELETE_SOURCE_SQL = notifyingReplicas(`DELETE FROM sources s WHERE vendor = $1 AND id = $2 AND credentials IS NOT NULL`);

@@ -1,6 +1,7 @@
 import { poolOf, type Database } from '../db/client.js';
 import { createGroupCommitter, type StoreOptions } from '../db/group-commit.js';
 import { receiptsInsertSql, type Receipt } from '../audit.js';
+import { erasureLocksSql } from '../erasure.js';
 import { notifySql } from '../db/notify.js';
 import type { DurableWrite } from '../spool/durable-write.js';
 import type { PatiroEvent } from './patiro-payload.js';
@@ -18,7 +19,8 @@ export interface PatiroDelivery {
 /**
  * One statement, so one atomic commit for a whole batch: one audit row per delivery, the event
  * upserts and the patient projection. Data arrives as the JSON text Patiro signed and is parsed by
- * PostgreSQL itself, so jsonb keeps its numbers exactly as sent. Rows arrive as JSON arrays (jsonb_to_recordset), already
+ * PostgreSQL itself, so jsonb keeps its numbers exactly as sent. The erasure locks of its sources
+ * and patients come first (erasure.ts): an erasure never sees half of this statement. Rows arrive as JSON arrays (jsonb_to_recordset), already
  * folded to one row per (source, event) and per (source, patient): ON CONFLICT may touch a row only
  * once per statement. The audit rows come first, keyed by receipt: a delivery whose receipt is
  * already recorded (this write ran before) counts nothing again, and an event none of whose
@@ -35,10 +37,13 @@ export interface PatiroDelivery {
 const NEWER_PATIENT = `(EXCLUDED.signed_at, EXCLUDED.last_event_id COLLATE "C") > (p.signed_at, p.last_event_id COLLATE "C")`;
 
 const SAVE_PATIRO_BATCH = `
-WITH arrival AS (
+WITH locks AS MATERIALIZED (
+  ${erasureLocksSql('patiro', 'SELECT * FROM jsonb_to_recordset($1::jsonb) AS e(source_id text, patient_id text)')}
+), arrival AS (
   ${receiptsInsertSql(
     `SELECT receipt_id, received_at, source_id, 'patiro', event_id, 204, body_sha256, source_address
-  FROM jsonb_to_recordset($3::jsonb) AS t(receipt_id uuid, received_at timestamptz, source_id text, event_id text, body_sha256 text, source_address text)`,
+  FROM jsonb_to_recordset($3::jsonb) AS t(receipt_id uuid, received_at timestamptz, source_id text, event_id text, body_sha256 text, source_address text)
+  CROSS JOIN locks`,
     'ON CONFLICT (receipt_id) DO NOTHING',
   )}
   RETURNING source_id, event_id, received_at
@@ -47,16 +52,18 @@ WITH arrival AS (
   FROM arrival GROUP BY source_id, event_id
 ), event AS (
   INSERT INTO patiro_events AS e (source_id, event_id, event_type, occurred_at, occurred_at_raw, data, signed_at, delivery_count,
-                                  first_received_at, last_received_at)
-  SELECT t.source_id, t.event_id, t.event_type, t.occurred_at, t.occurred_at_raw, t.data_json::jsonb, t.signed_at, f.n, f.first_at, f.last_at
+                                  first_received_at, last_received_at, patient_id)
+  SELECT t.source_id, t.event_id, t.event_type, t.occurred_at, t.occurred_at_raw, t.data_json::jsonb, t.signed_at, f.n, f.first_at, f.last_at,
+         t.patient_id
   FROM jsonb_to_recordset($1::jsonb) AS t(source_id text, event_id text, event_type text, occurred_at timestamptz,
-                                          occurred_at_raw text, data_json text, signed_at timestamptz)
+                                          occurred_at_raw text, data_json text, signed_at timestamptz, patient_id text)
   JOIN fresh f USING (source_id, event_id)
   ON CONFLICT (source_id, event_id) DO UPDATE SET
     event_type        = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.event_type ELSE e.event_type END,
     occurred_at       = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.occurred_at ELSE e.occurred_at END,
     occurred_at_raw   = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.occurred_at_raw ELSE e.occurred_at_raw END,
     data              = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.data ELSE e.data END,
+    patient_id        = CASE WHEN EXCLUDED.signed_at > e.signed_at THEN EXCLUDED.patient_id ELSE e.patient_id END,
     signed_at         = GREATEST(e.signed_at, EXCLUDED.signed_at),
     first_received_at = LEAST(e.first_received_at, EXCLUDED.first_received_at),
     last_received_at  = GREATEST(e.last_received_at, EXCLUDED.last_received_at),
@@ -72,6 +79,7 @@ WITH arrival AS (
   SELECT source_id, patient_id, data_json::jsonb, signed_at, revealed_at, now(), last_event_id
   FROM jsonb_to_recordset($2::jsonb) AS t(source_id text, patient_id text, data_json text, signed_at timestamptz,
                                           revealed_at timestamptz, last_event_id text)
+  CROSS JOIN locks
   ON CONFLICT (source_id, patient_id) DO UPDATE SET
     data          = CASE WHEN ${NEWER_PATIENT} THEN EXCLUDED.data ELSE p.data END,
     last_event_id = CASE WHEN ${NEWER_PATIENT} THEN EXCLUDED.last_event_id ELSE p.last_event_id END,
@@ -141,6 +149,7 @@ export function foldPatiroBatch(batch: PatiroDelivery[]) {
       occurred_at_raw: event.occurredAtRaw,
       data_json: event.dataJson,
       signed_at: signedAt.toISOString(),
+      patient_id: event.patientId,
     })),
     patients: [...patients.values()].map(({ winner, patientId, revealedAt: revealed }) => ({
       source_id: winner.sourceId,

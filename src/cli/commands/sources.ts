@@ -2,7 +2,8 @@ import type { Readable } from 'node:stream';
 import type { Vendor } from '../../metrics.js';
 import { DEFAULT_SOURCE_ID } from '../../sources/credentials.js';
 import { addSource, rotateSource, SourceChangeError, webhookPath } from '../../sources/manage.js';
-import { findSources, listSources, setSourceStatus, type SourceRow, type SourceStatus } from '../../sources/sources-table.js';
+import { eraseSource, sourceDataCounts } from '../../erasure.js';
+import { findSources, listSources, setSourceStatus, updateSource, type SourceRow, type SourceStatus } from '../../sources/sources-table.js';
 import { command, EXIT, formatDuration, printFields, printJson, printTable, UsageError, type CommandContext } from '../output.js';
 
 const VENDORS: Vendor[] = ['patiro', 'physitrack'];
@@ -254,6 +255,79 @@ function statusCommand(status: SourceStatus, word: 'disable' | 'enable', effect:
   });
 }
 
+const updateCommand = command<{ id: string; name: string | null; tenantRef: string | null | undefined }>({
+  path: ['sources', 'update'],
+  synopsis: 'ID [--name NAME] [--tenant REF | --no-tenant]',
+  summary: "Change a source's name or tenant reference (its URL and credentials stay).",
+  details: `  --name NAME     the new name (1 to 200 characters)
+  --tenant REF    the PMS's reference for the clinic; --no-tenant clears it
+${TAKES_EFFECT} Exits 1 when there is no such source.`,
+  options: { name: { type: 'string' }, tenant: { type: 'string' }, 'no-tenant': { type: 'boolean' } },
+  parse(values, positionals) {
+    const id = oneId(positionals);
+    if (id === DEFAULT_SOURCE_ID) throw new UsageError('the default source is configured by environment variables');
+    if (values.tenant !== undefined && values['no-tenant']) throw new UsageError('give --tenant or --no-tenant, not both');
+    const tenantRef = values['no-tenant'] ? null : values.tenant === undefined ? undefined : text(values.tenant, '--tenant', true);
+    const name = text(values.name, '--name', false);
+    if (name === null && tenantRef === undefined) throw new UsageError('give --name, --tenant or --no-tenant');
+    return { id, name, tenantRef };
+  },
+  async run(ctx, { id, name, tenantRef }) {
+    const row = await updateSource(ctx.db, id, { ...(name === null ? {} : { name }), ...(tenantRef === undefined ? {} : { tenantRef }) });
+    if (!row) {
+      ctx.io.stderr.write(`No source ${JSON.stringify(id)}.\n`);
+      return EXIT.notFound;
+    }
+    if (ctx.json) printJson(ctx.io, view(row));
+    else printSource(ctx, row);
+    return EXIT.ok;
+  },
+});
+
+const deleteCommand = command<{ id: string; eraseData: boolean; dryRun: boolean }>({
+  path: ['sources', 'delete'],
+  synopsis: 'ID [--erase-data] [--dry-run]',
+  summary: 'Offboard a clinic: remove the source, refused while it has data unless --erase-data removes that too.',
+  details: `Without --erase-data, a source that delivered anything is kept and the rows it has are counted.
+  --erase-data   also remove every row the source delivered: events, patients, deliveries, programs,
+                 the documents no other delivery points at (and their files), audit rows and its
+                 failures; one transaction, recorded in erasures (counts only) and NOTIFY'd
+  --dry-run      print what would be removed, remove nothing
+Its URL then answers 404. Tell the vendor to stop sending first: a delivery that arrives meanwhile
+gets 404 and is not stored. ${TAKES_EFFECT} Exits 1 when there is no such source, 2 when it has data.`,
+  options: { 'erase-data': { type: 'boolean' }, 'dry-run': { type: 'boolean' } },
+  parse(values, positionals) {
+    const id = oneId(positionals);
+    if (id === DEFAULT_SOURCE_ID) throw new UsageError('the default source is configured by environment variables; unset them instead');
+    return { id, eraseData: values['erase-data'] === true, dryRun: values['dry-run'] === true };
+  },
+  async run(ctx, { id, eraseData, dryRun }) {
+    const [row] = await findSources(ctx.db, id);
+    if (!row) {
+      ctx.io.stderr.write(`No source ${JSON.stringify(id)}.\n`);
+      return EXIT.notFound;
+    }
+    if (!eraseData) {
+      const counts = await sourceDataCounts(ctx.db, row.vendor, id);
+      const held = Object.entries(counts).filter(([, n]) => n > 0);
+      if (held.length > 0 && !dryRun) {
+        throw new UsageError(`source ${id} has data (${held.map(([table, n]) => `${table}: ${n}`).join(', ')}); add --erase-data to remove it with the source`);
+      }
+    }
+    const result = await eraseSource(ctx.db, ctx.config.storage.pdfDir, { vendor: row.vendor, sourceId: id, dryRun });
+    if (ctx.json) printJson(ctx.io, { id, vendor: row.vendor, ...result });
+    else {
+      printFields(ctx.io, [
+        [dryRun ? 'Would remove source' : 'Removed source', `${id} (${row.vendor}, "${row.name}")`],
+        ...Object.entries(result.counts).map(([table, n]): [string, number] => [`  ${table}`, n]),
+        ['  files', result.files.removed],
+      ]);
+      if (!dryRun) ctx.io.stdout.write(`Its URL now answers 404. ${TAKES_EFFECT}\n`);
+    }
+    return EXIT.ok;
+  },
+});
+
 export const sourceCommands = [
   add,
   list,
@@ -261,4 +335,6 @@ export const sourceCommands = [
   rotateCommand,
   statusCommand('disabled', 'disable', 'its deliveries are answered 404 and not stored (Patiro keeps retrying a 404 for about 10 hours).'),
   statusCommand('active', 'enable', 'its deliveries are accepted again.'),
+  updateCommand,
+  deleteCommand,
 ];

@@ -1,0 +1,227 @@
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import { poolOf, type Database } from './db/client.js';
+import { notifySql } from './db/notify.js';
+import type { Vendor } from './metrics.js';
+import { removeFiles, type DeletedDocument, type PurgeResult } from './retention.js';
+import { DELETE_SOURCE_SQL } from './sources/sources-table.js';
+
+// Erasure: the one module that knows every table holding data a source delivered. A patient's
+// erasure (GDPR Article 17) removes every row holding that patient's data in one source; a source's
+// offboarding removes the source and every row it delivered. Each is one transaction, safe to run
+// again, and recorded in `erasures` (when, which source, counts, a hash of the patient id: never
+// the data) with a NOTIFY. PDF files go after the COMMIT. ERASURE_COVERAGE is held against the
+// schema by a test: a new table with a source_id column fails it until it is listed here.
+
+/**
+ * Writes and erasures of the same patient (or source) do not interleave: every write statement
+ * takes a shared lock per source and per patient it writes (ERASURE_LOCKS_SQL), held until its
+ * transaction ends; an erasure takes the patient's (an offboarding the source's) exclusively before
+ * it reads anything. A write that committed before is erased; one that commits after stores the
+ * vendor's data anew; none lands half in between (an event without its patient, a delivery whose
+ * program was erased). Advisory locks: a key per vendor, source and patient, in PostgreSQL's memory.
+ */
+const sourceLockKey = (vendor: string, source: string) => `hashtextextended('erasure/' || ${vendor} || '/' || ${source}, 0)`;
+const patientLockKey = (vendor: string, source: string, patient: string) => `hashtextextended('erasure/' || ${vendor} || '/' || ${source} || '/' || ${patient}, 0)`;
+
+/**
+ * For a write statement: the body of a CTE, `locks AS MATERIALIZED (...)`, that takes the shared
+ * locks of `rows` (an SQL source of rows with source_id and patient_id) and yields one row. Every
+ * part of the statement that writes must read `locks` (CROSS JOIN locks) before its first row: the
+ * locks are then taken before any row lock, and an erasure waiting for them cannot be waiting for
+ * a row this statement holds (a deadlock).
+ */
+export function erasureLocksSql(vendor: 'patiro' | 'physitrack', rows: string): string {
+  const v = `'${vendor}'`;
+  return `SELECT count(*) AS taken FROM (
+    SELECT pg_advisory_xact_lock_shared(k) FROM (
+      SELECT DISTINCT unnest(ARRAY[${sourceLockKey(v, 'r.source_id')}, ${patientLockKey(v, 'r.source_id', "COALESCE(r.patient_id, '')")}]) AS k FROM (${rows}) r
+    ) keys
+  ) locked`;
+}
+
+/** What each table with a source_id column is to an erasure of a patient, and of a source. */
+export const ERASURE_COVERAGE: Record<string, { patient: 'erased' | string; source: 'erased' | string }> = {
+  patiro_events: { patient: 'erased', source: 'erased' },
+  patiro_patients: { patient: 'erased', source: 'erased' },
+  physitrack_deliveries: { patient: 'erased', source: 'erased' },
+  physitrack_programs: { patient: 'erased', source: 'erased' },
+  webhook_audit: { patient: 'kept: no patient data (ids, status, body hash, sender address)', source: 'erased' },
+  source_failures: { patient: 'kept: no patient data (time, reason, hint)', source: 'erased' },
+  sources: { patient: 'kept: the source itself', source: 'erased' },
+  erasures: { patient: 'kept: the record of erasures, which holds no patient data', source: 'kept: the record of erasures, which holds no patient data' },
+};
+
+export type ErasureCounts = Record<string, number>;
+
+export interface ErasureResult {
+  dryRun: boolean;
+  counts: ErasureCounts;
+  files: PurgeResult['files'];
+  /** The `erasures` row, when something was erased. */
+  erasureId: string | null;
+}
+
+/** Not reversible without the id and its source; a patient id space may be small, so say only this much. */
+export const patientHashOf = (vendor: Vendor, sourceId: string, patientId: string) =>
+  createHash('sha256').update(`${vendor}\u0000${sourceId}\u0000${patientId}`).digest('hex');
+
+/** A Patiro patient's events: by the column written since it exists, else by the data's id. */
+const PATIRO_EVENTS_OF_PATIENT = `source_id = $1 AND (patient_id = $2
+  OR (patient_id IS NULL AND event_type IN ('PatientRevealed', 'PatientUpdated') AND data->>'id' = $2))`;
+
+/** The deletes of one erasure, in order, each with its parameters; documents go last (see below). */
+interface Step {
+  table: string;
+  sql: string;
+  params: unknown[];
+}
+
+function patientSteps(vendor: Vendor, sourceId: string, patientId: string): Step[] {
+  if (vendor === 'patiro') {
+    return [
+      { table: 'patiro_events', sql: `DELETE FROM patiro_events WHERE ${PATIRO_EVENTS_OF_PATIENT} RETURNING NULL::bigint AS document_id`, params: [sourceId, patientId] },
+      { table: 'patiro_patients', sql: 'DELETE FROM patiro_patients WHERE source_id = $1 AND patient_id = $2 RETURNING NULL::bigint AS document_id', params: [sourceId, patientId] },
+    ];
+  }
+  return [
+    { table: 'physitrack_deliveries', sql: 'DELETE FROM physitrack_deliveries WHERE source_id = $1 AND patient_id = $2 RETURNING document_id', params: [sourceId, patientId] },
+    { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 AND patient_id = $2 RETURNING current_document_id AS document_id', params: [sourceId, patientId] },
+  ];
+}
+
+function sourceSteps(vendor: Vendor, sourceId: string): Step[] {
+  const own: Step[] =
+    vendor === 'patiro'
+      ? [
+          { table: 'patiro_events', sql: 'DELETE FROM patiro_events WHERE source_id = $1 RETURNING NULL::bigint AS document_id', params: [sourceId] },
+          { table: 'patiro_patients', sql: 'DELETE FROM patiro_patients WHERE source_id = $1 RETURNING NULL::bigint AS document_id', params: [sourceId] },
+        ]
+      : [
+          { table: 'physitrack_deliveries', sql: 'DELETE FROM physitrack_deliveries WHERE source_id = $1 RETURNING document_id', params: [sourceId] },
+          { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 RETURNING current_document_id AS document_id', params: [sourceId] },
+        ];
+  return [
+    ...own,
+    { table: 'webhook_audit', sql: 'DELETE FROM webhook_audit WHERE vendor = $1 AND source_id = $2 RETURNING NULL::bigint AS document_id', params: [vendor, sourceId] },
+    { table: 'source_failures', sql: 'DELETE FROM source_failures WHERE vendor = $1 AND source_id = $2 RETURNING NULL::bigint AS document_id', params: [vendor, sourceId] },
+    { table: 'sources', sql: DELETE_SOURCE_SQL, params: [vendor, sourceId] },
+  ];
+}
+
+/**
+ * A document holds the PDF of whoever's delivery points at it; content is stored once (by sha256),
+ * so the same PDF may belong to another patient's or clinic's delivery too: then it stays. Run
+ * after the deliveries and programs are deleted, in the same transaction, so they no longer count.
+ */
+const DELETE_DOCUMENTS = `DELETE FROM documents d WHERE d.id = ANY ($1::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM physitrack_deliveries x WHERE x.document_id = d.id)
+  AND NOT EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id)
+  RETURNING d.storage, d.storage_key`;
+
+const RECORD = `WITH recorded AS (
+  INSERT INTO erasures (scope, vendor, source_id, patient_hash, counts) VALUES ($1, $2, $3, $4, $5::jsonb)
+  RETURNING id, vendor, source_id, scope
+), notified AS (
+  SELECT ${notifySql({ vendor: 'vendor', table: "'erasures'", id: 'id::text', source: 'source_id', scope: 'scope' })} FROM recorded
+)
+SELECT id::text AS id FROM recorded, (SELECT count(*) FROM notified) AS n`;
+
+async function inTransaction<T>(db: Database, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await poolOf(db).connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch((rollbackErr: Error) => void (broken = rollbackErr));
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
+
+interface Run {
+  steps: Step[];
+  /** The patient of a patient's erasure; undefined for a source's. */
+  patientId?: string;
+  record: { scope: 'patient' | 'source'; vendor: Vendor; sourceId: string; patientHash: string | null };
+}
+
+async function erase(db: Database, pdfDir: string, run: Run, dryRun: boolean): Promise<ErasureResult> {
+  const files: PurgeResult['files'] = { removed: 0, missing: 0, refused: 0 };
+  let documents: DeletedDocument[] = [];
+  const outcome = await inTransaction(db, async (client) => {
+    const { vendor, sourceId } = run.record;
+    // Waits for the writes of this patient (or source) in flight, and holds off new ones until COMMIT.
+    const key = run.patientId === undefined ? sourceLockKey('$1', '$2') : patientLockKey('$1', '$2', '$3');
+    await client.query(`SELECT pg_advisory_xact_lock(${key})`, run.patientId === undefined ? [vendor, sourceId] : [vendor, sourceId, run.patientId]);
+    const counts: ErasureCounts = {};
+    const documentIds = new Set<string>();
+    for (const step of run.steps) {
+      const { rows, rowCount } = await client.query<{ document_id?: string | null }>(step.sql, step.params);
+      counts[step.table] = rowCount ?? 0;
+      for (const row of rows) if (row.document_id) documentIds.add(String(row.document_id));
+    }
+    if (documentIds.size > 0 || run.record.vendor === 'physitrack') {
+      const { rows } = await client.query<DeletedDocument>(DELETE_DOCUMENTS, [[...documentIds]]);
+      counts.documents = rows.length;
+      documents = rows;
+    }
+    // A dry run counts inside the transaction and rolls it back: the counts are exactly what it would remove.
+    if (dryRun) throw new DryRun(counts);
+    if (!Object.values(counts).some((n) => n > 0)) return { counts, erasureId: null };
+    const { record } = run;
+    const { rows } = await client.query<{ id: string }>(RECORD, [record.scope, record.vendor, record.sourceId, record.patientHash, JSON.stringify(counts)]);
+    return { counts, erasureId: rows[0]!.id };
+  }).catch((err: unknown) => {
+    if (err instanceof DryRun) return { counts: err.counts, erasureId: null };
+    throw err;
+  });
+  if (!dryRun) await removeFiles(db, pdfDir, documents, files);
+  return { dryRun, counts: outcome.counts, files, erasureId: outcome.erasureId };
+}
+
+class DryRun extends Error {
+  constructor(readonly counts: ErasureCounts) {
+    super('dry run');
+  }
+}
+
+export interface PatientErasureInput {
+  vendor: Vendor;
+  sourceId: string;
+  patientId: string;
+  dryRun: boolean;
+}
+
+/**
+ * Removes the patient's rows in that source, for that vendor: Patiro's patient row and events, or
+ * Physitrack's deliveries, programs and the documents nobody else's delivery points at. A delivery
+ * that commits afterwards (the vendor sending again, a spool replayed) stores the vendor's data anew.
+ */
+export function erasePatient(db: Database, pdfDir: string, { vendor, sourceId, patientId, dryRun }: PatientErasureInput): Promise<ErasureResult> {
+  const run: Run = { steps: patientSteps(vendor, sourceId, patientId), patientId, record: { scope: 'patient', vendor, sourceId, patientHash: patientHashOf(vendor, sourceId, patientId) } };
+  return erase(db, pdfDir, run, dryRun);
+}
+
+/** Offboarding: the source itself and every row it delivered; its URL then answers 404. */
+export function eraseSource(db: Database, pdfDir: string, { vendor, sourceId, dryRun }: { vendor: Vendor; sourceId: string; dryRun: boolean }): Promise<ErasureResult> {
+  const run: Run = { steps: sourceSteps(vendor, sourceId), record: { scope: 'source', vendor, sourceId, patientHash: null } };
+  return erase(db, pdfDir, run, dryRun);
+}
+
+/** What a source delivered, per table: a source is deleted without --erase-data only when all are 0. */
+export async function sourceDataCounts(db: Database, vendor: Vendor, sourceId: string): Promise<ErasureCounts> {
+  const tables = vendor === 'patiro' ? ['patiro_events', 'patiro_patients'] : ['physitrack_deliveries', 'physitrack_programs'];
+  const counts: ErasureCounts = {};
+  for (const table of tables) {
+    const [row] = await db.$queryRawUnsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM ${table} WHERE source_id = $1`, sourceId);
+    counts[table] = row!.n;
+  }
+  const [audit] = await db.$queryRawUnsafe<{ n: number }[]>('SELECT count(*)::int AS n FROM webhook_audit WHERE vendor = $1 AND source_id = $2', vendor, sourceId);
+  counts.webhook_audit = audit!.n;
+  return counts;
+}

@@ -1,0 +1,84 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { cli } from '../cli/operator/helpers.js';
+
+// The read contract: what a PMS reads are the views of receiver_v1, with stable column names and
+// types. The snapshot beside this file is the contract; a migration that changes a view's columns
+// (a rename, a type, a removal) fails here and must make receiver_v2 instead. Adding a view is not a
+// break: add it to the snapshot.
+
+const SNAPSHOT = path.join(import.meta.dirname, 'receiver_v1.snapshot.json');
+
+let database: TestDatabase;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+// Roles belong to the whole cluster: one name per run, dropped once its database (and grants) are gone.
+const ROLE = `pms_reader_${process.pid}`;
+afterAll(async () => {
+  await database.drop();
+  const admin = new pg.Client({ connectionString: inject('databaseAdminUrl') });
+  await admin.connect();
+  await admin.query(`DROP ROLE IF EXISTS ${ROLE}`).finally(() => admin.end());
+});
+
+/** Every view of the schema with its columns (name and type), in order. */
+export async function contractOf(pool: pg.Pool, schema: string): Promise<Record<string, string[]>> {
+  const { rows } = await pool.query<{ table_name: string; column_name: string; type: string }>(
+    `SELECT table_name, column_name, format_type(a.atttypid, a.atttypmod) AS type
+     FROM information_schema.columns c
+     JOIN pg_attribute a ON a.attrelid = format('%I.%I', c.table_schema, c.table_name)::regclass AND a.attname = c.column_name
+     WHERE c.table_schema = $1 ORDER BY table_name, ordinal_position`,
+    [schema],
+  );
+  const contract: Record<string, string[]> = {};
+  for (const row of rows) (contract[row.table_name] ??= []).push(`${row.column_name} ${row.type}`);
+  return contract;
+}
+
+describe('the read contract (receiver_v1)', () => {
+  it('has exactly the views and columns of its committed snapshot', async () => {
+    const snapshot = JSON.parse(await readFile(SNAPSHOT, 'utf8')) as Record<string, string[]>;
+    expect(await contractOf(database.pool, 'receiver_v1')).toEqual(snapshot);
+  });
+
+  it('fails when a view column is renamed (the check itself)', async () => {
+    const snapshot = JSON.parse(await readFile(SNAPSHOT, 'utf8')) as Record<string, string[]>;
+    await database.pool.query('BEGIN');
+    try {
+      await database.pool.query('ALTER VIEW receiver_v1.patiro_patients RENAME COLUMN patient_id TO patient');
+      expect(await contractOf(database.pool, 'receiver_v1')).not.toEqual(snapshot);
+    } finally {
+      await database.pool.query('ROLLBACK');
+    }
+  });
+
+  it('gives the reader role the views and nothing else: no table, no credentials, no writes', async () => {
+    const password = 'reader-password-0123456789';
+    const granted = await cli(['db', 'grant-reader', ROLE, '--password-stdin'], { DATABASE_URL: database.url }, { stdin: password });
+    expect(granted.code, granted.stderr).toBe(0);
+    expect(granted.stdout).toContain(`Created role ${ROLE}`);
+    // Again: an update, not an error.
+    expect((await cli(['db', 'grant-reader', ROLE], { DATABASE_URL: database.url })).stdout).toMatch(/Updated role/);
+
+    const url = new URL(database.url);
+    url.username = ROLE;
+    url.password = password;
+    const reader = new pg.Client({ connectionString: url.toString() });
+    await reader.connect();
+    try {
+      for (const view of Object.keys(await contractOf(database.pool, 'receiver_v1'))) {
+        await expect(reader.query(`SELECT * FROM receiver_v1.${view} LIMIT 1`), view).resolves.toBeDefined();
+      }
+      await expect(reader.query('SELECT credentials FROM public.sources')).rejects.toThrow(/permission denied/);
+      await expect(reader.query('SELECT * FROM public.patiro_events LIMIT 1')).rejects.toThrow(/permission denied/);
+      await expect(reader.query('SELECT credentials FROM receiver_v1.sources')).rejects.toThrow(/column "credentials" does not exist/);
+      await expect(reader.query(`DELETE FROM receiver_v1.patiro_patients`)).rejects.toThrow(/read-only transaction|permission denied/);
+    } finally {
+      await reader.end();
+    }
+  });
+});

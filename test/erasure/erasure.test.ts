@@ -1,0 +1,212 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { newReceipt } from '../../src/audit.js';
+import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
+import { insertDeliveries } from '../../src/downloads/intake.js';
+import { ERASURE_COVERAGE, erasePatient, eraseSource, patientHashOf } from '../../src/erasure.js';
+import { addSource } from '../../src/sources/manage.js';
+import { createStorage } from '../../src/storage/pdf-storage.js';
+import { toPatiroEvent } from '../../src/webhooks/patiro-payload.js';
+import { writePatiroBatch, type PatiroDelivery } from '../../src/webhooks/patiro-store.js';
+import { TEST_SOURCES_KEY } from '../helpers/app.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { newDelivery } from '../helpers/physitrack.js';
+import { fakePdf, store } from '../storage/pdf-fixtures.js';
+
+// A patient's erasure removes their rows in one source and nothing else; offboarding removes a
+// source and every row it delivered. Both are checked against whole tables before and after.
+
+let database: TestDatabase;
+let db: Database;
+let pdfDir: string;
+const CLINIC_A = 'aaaaaaaaaaaaaaaaaaaa';
+const CLINIC_B = 'bbbbbbbbbbbbbbbbbbbb';
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  db = createDatabase({ url: database.url, poolSize: 4, connectTimeoutMs: 5000 });
+  pdfDir = await mkdtemp(path.join(os.tmpdir(), 'wr-erasure-'));
+});
+afterAll(async () => {
+  await closeDatabase(db);
+  await database.drop();
+  await rm(pdfDir, { recursive: true, force: true });
+});
+beforeEach(async () => {
+  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, documents, erasures, sources');
+});
+
+let n = 0;
+function patiro(sourceId: string, patientId: string, type = 'PatientUpdated'): PatiroDelivery {
+  n += 1;
+  return {
+    receipt: newReceipt(),
+    sourceId,
+    event: toPatiroEvent({ eventId: `e-${n}`, eventType: type, data: { id: patientId, name: `name of ${patientId}` } }),
+    signedAt: new Date(Date.now() + n),
+    bodySha256: 'a'.repeat(64),
+    sourceAddress: '192.0.2.9',
+  };
+}
+
+/** A Physitrack delivery downloaded into filesystem storage, and its program's current document. */
+async function downloaded(sourceId: string, patientId: string, pdf: Buffer, file = `f-${(n += 1)}`): Promise<string> {
+  const [stored] = await insertDeliveries(db, [newDelivery({ patientId, fileUrl: `https://files.physitrack.com/${file}.pdf` }, { sourceId })]);
+  const { documentId } = await store(createStorage({ kind: 'filesystem', pdfDir }, db), pdf);
+  await database.pool.query(`UPDATE physitrack_deliveries SET download_status = 'done', document_id = $2 WHERE id = $1`, [stored!.id, documentId]);
+  await database.pool.query(`UPDATE physitrack_programs SET current_document_id = $2, current_delivery_id = $1 WHERE id = (SELECT program_id FROM physitrack_deliveries WHERE id = $1)`, [stored!.id, documentId]);
+  return String(documentId);
+}
+
+const TABLES = ['patiro_events', 'patiro_patients', 'physitrack_deliveries', 'physitrack_programs', 'documents', 'webhook_audit', 'sources'];
+
+async function snapshot(): Promise<Record<string, Record<string, unknown>[]>> {
+  const out: Record<string, Record<string, unknown>[]> = {};
+  for (const table of TABLES) out[table] = (await database.pool.query(`SELECT to_jsonb(t) AS row FROM ${table} t ORDER BY 1::text`)).rows.map((r) => r.row);
+  for (const table of TABLES) out[table]!.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+  return out;
+}
+
+const without = (tables: Awaited<ReturnType<typeof snapshot>>, drop: (table: string, row: Record<string, unknown>) => boolean) =>
+  Object.fromEntries(Object.entries(tables).map(([table, rows]) => [table, rows.filter((row) => !drop(table, row))]));
+
+describe('erasing a patient', () => {
+  it('removes their rows in one source only, keeps a document another delivery shares, removes the files, and does nothing more when run again', async () => {
+    // The same patient id in two clinics, and another patient in the first.
+    await writePatiroBatch(db, [patiro(CLINIC_A, 'p-1', 'PatientRevealed'), patiro(CLINIC_A, 'p-1'), patiro(CLINIC_B, 'p-1'), patiro(CLINIC_A, 'p-2')]);
+    const shared = fakePdf(5000);
+    const own = fakePdf(6000);
+    await downloaded(CLINIC_A, 'p-1', own);
+    await downloaded(CLINIC_A, 'p-1', shared);
+    await downloaded(CLINIC_B, 'p-1', shared); // the same bytes in another clinic: one document
+    await downloaded(CLINIC_A, 'p-2', fakePdf(7000));
+    // An event stored before patient_id was kept on events: found by its data.
+    await database.pool.query(`UPDATE patiro_events SET patient_id = NULL WHERE source_id = $1 AND event_id = 'e-1'`, [CLINIC_A]);
+    const before = await snapshot();
+    const files = (await database.pool.query<{ storage_key: string }>('SELECT storage_key FROM documents')).rows.map((r) => path.join(pdfDir, r.storage_key));
+    expect(files.every((f) => existsSync(f))).toBe(true);
+
+    const listener = new pg.Client({ connectionString: database.url });
+    await listener.connect();
+    const heard: string[] = [];
+    listener.on('notification', (m) => heard.push(m.payload ?? ''));
+    await listener.query('LISTEN webhook_receiver');
+    try {
+      const dry = await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: true });
+      expect(await snapshot()).toEqual(before);
+      const patiroResult = await erasePatient(db, pdfDir, { vendor: 'patiro', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
+      const physitrackResult = await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
+      expect(dry.counts).toEqual(physitrackResult.counts);
+      expect(patiroResult.counts).toEqual({ patiro_events: 2, patiro_patients: 1 });
+      expect(physitrackResult.counts).toEqual({ physitrack_deliveries: 2, physitrack_programs: 1, documents: 1 });
+      expect(physitrackResult.files.removed).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(heard.map((p) => JSON.parse(p)).filter((p) => p.table === 'erasures')).toHaveLength(2);
+    } finally {
+      await listener.end();
+    }
+
+    const after = await snapshot();
+    const erasedDocument = before.documents!.find((d) => !after.documents!.some((a) => a.id === d.id))!;
+    expect(erasedDocument.size_bytes).toBe(6000);
+    expect(after).toEqual(
+      without(before, (table, row) => {
+        if (table === 'documents') return row.id === erasedDocument.id;
+        if (table === 'patiro_events') return row.source_id === CLINIC_A && (row.patient_id === 'p-1' || row.event_id === 'e-1');
+        if (table === 'webhook_audit' || table === 'sources') return false;
+        return row.source_id === CLINIC_A && row.patient_id === 'p-1';
+      }),
+    );
+    expect(files.filter((f) => !existsSync(f))).toEqual([path.join(pdfDir, erasedDocument.storage_key as string)]);
+    const recorded = await database.pool.query('SELECT scope, vendor, source_id, patient_hash, counts FROM erasures ORDER BY id');
+    expect(recorded.rows).toEqual([
+      { scope: 'patient', vendor: 'patiro', source_id: CLINIC_A, patient_hash: patientHashOf('patiro', CLINIC_A, 'p-1'), counts: { patiro_events: 2, patiro_patients: 1 } },
+      { scope: 'patient', vendor: 'physitrack', source_id: CLINIC_A, patient_hash: patientHashOf('physitrack', CLINIC_A, 'p-1'), counts: { physitrack_deliveries: 2, physitrack_programs: 1, documents: 1 } },
+    ]);
+    expect(JSON.stringify(recorded.rows)).not.toContain('p-1');
+
+    // Again: nothing left to remove, nothing recorded.
+    expect((await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false })).erasureId).toBeNull();
+    expect(await snapshot()).toEqual(after);
+  });
+
+  it('ends consistent when it races four live senders of the same patient', async () => {
+    const checkConsistent = async () => {
+      const dangling = await database.pool.query(`
+        SELECT 'delivery without program' AS problem FROM physitrack_deliveries d WHERE NOT EXISTS (SELECT 1 FROM physitrack_programs p WHERE p.id = d.program_id)
+        UNION ALL SELECT 'program without its latest delivery' FROM physitrack_programs p WHERE NOT EXISTS (SELECT 1 FROM physitrack_deliveries d WHERE d.id = p.latest_delivery_id)
+        UNION ALL SELECT 'patient without an event' FROM patiro_patients p WHERE NOT EXISTS (SELECT 1 FROM patiro_events e WHERE e.source_id = p.source_id AND e.patient_id = p.patient_id)
+        UNION ALL SELECT 'event without its patient' FROM patiro_events e WHERE e.patient_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM patiro_patients p WHERE p.source_id = e.source_id AND p.patient_id = e.patient_id)`);
+      expect(dangling.rows).toEqual([]);
+    };
+    let stop = false;
+    const senders = Array.from({ length: 4 }, async (_, i) => {
+      let sent = 0;
+      while (!stop) {
+        if (i % 2) await writePatiroBatch(db, [patiro(CLINIC_A, 'p-race')]);
+        else await insertDeliveries(db, [newDelivery({ patientId: 'p-race', fileUrl: `https://files.physitrack.com/race-${i}-${sent}.pdf` }, { sourceId: CLINIC_A })]);
+        sent += 1;
+      }
+      return sent;
+    });
+    for (let round = 0; round < 10; round++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-race', dryRun: false });
+      await erasePatient(db, pdfDir, { vendor: 'patiro', sourceId: CLINIC_A, patientId: 'p-race', dryRun: false });
+    }
+    stop = true;
+    expect((await Promise.all(senders)).every((sent) => sent > 0)).toBe(true);
+    await checkConsistent();
+  });
+});
+
+describe('offboarding a source', () => {
+  it('removes the source and every row it delivered, and nothing of the others', async () => {
+    const a = await addSource(db, [Buffer.from(TEST_SOURCES_KEY, 'base64')], { vendor: 'physitrack', name: 'Clinic A' });
+    const b = await addSource(db, [Buffer.from(TEST_SOURCES_KEY, 'base64')], { vendor: 'physitrack', name: 'Clinic B' });
+    const shared = fakePdf(4000);
+    await downloaded(a.row.id, 'p-1', shared);
+    await downloaded(a.row.id, 'p-2', fakePdf(4100));
+    await downloaded(b.row.id, 'p-1', shared);
+    await database.pool.query(`INSERT INTO webhook_audit (source_id, vendor, event_id, status_code, body_sha256, receipt_id) VALUES ($1, 'physitrack', '1', 204, 'x', gen_random_uuid())`, [a.row.id]);
+    await database.pool.query(`INSERT INTO source_failures (vendor, source_id, at, reason) VALUES ('physitrack', $1, now(), 'bad_api_key')`, [a.row.id]);
+    const before = await snapshot();
+
+    const result = await eraseSource(db, pdfDir, { vendor: 'physitrack', sourceId: a.row.id, dryRun: false });
+    expect(result.counts).toMatchObject({ physitrack_deliveries: 2, physitrack_programs: 2, documents: 1, sources: 1, source_failures: 1 });
+
+    // No row with its source_id is left in any table the erasure covers (every one with such a column).
+    const { rows: tables } = await database.pool.query<{ table_name: string }>(
+      `SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name = 'source_id' ORDER BY 1`,
+    );
+    for (const { table_name: table } of tables) {
+      if (ERASURE_COVERAGE[table]?.source !== 'erased') continue;
+      const left = await database.pool.query(`SELECT count(*)::int AS n FROM ${table} WHERE ${table === 'sources' ? 'id' : 'source_id'} = $1`, [a.row.id]);
+      expect(left.rows[0].n, table).toBe(0);
+    }
+    expect(await snapshot()).toEqual(
+      without(before, (table, row) => {
+        if (table === 'documents') return row.size_bytes === 4100;
+        if (table === 'sources') return row.id === a.row.id;
+        return row.source_id === a.row.id;
+      }),
+    );
+  });
+});
+
+describe('the erasure module', () => {
+  it('covers every table with a source_id column, for a patient and for a source', async () => {
+    const { rows } = await database.pool.query<{ table_name: string }>(
+      `SELECT DISTINCT table_name FROM information_schema.columns WHERE table_schema = 'public' AND column_name IN ('source_id') ORDER BY 1`,
+    );
+    const tables = [...rows.map((r) => r.table_name), 'sources'].sort();
+    // A new table holding what a source delivered must say what erasure does with it.
+    expect(tables.filter((t) => !(t in ERASURE_COVERAGE))).toEqual([]);
+  });
+});
+
