@@ -102,7 +102,13 @@ async function attemptOnce(delivery: ClaimedDelivery, deps: AttemptDeps, signal:
     const owned = await deps.queue.markDone(delivery, documentId);
     stored(result.sizeBytes);
     log.info({ durationMs: Date.now() - started, sizeBytes: result.sizeBytes, documentId: String(documentId), deduplicated, status: 200 }, 'pdf downloaded and stored');
-    return owned ? 'done' : lost(log);
+    if (owned) return 'done';
+    // Erased meanwhile (a patient's erasure): a PDF stored for this delivery alone must not outlive
+    // it. (A row claimed again by another worker is left alone: that one may store the same PDF.)
+    if (!deduplicated && !(await deps.queue.exists(delivery))) {
+      await deps.storage.forget(documentId).catch((forgetErr: unknown) => log.warn({ err: forgetErr }, 'could not remove the PDF of a delivery that was erased'));
+    }
+    return lost(log);
   } catch (err) {
     await lease.stop();
     await pending.discard();

@@ -107,6 +107,8 @@ export interface DownloadQueue {
   retryLater(lease: Lease, error: string, httpStatus: number | null, delayMs: number): Promise<boolean>;
   /** Hands a row back untouched (shutdown): due again at once, for this or another replica. */
   release(lease: Lease): Promise<boolean>;
+  /** Whether the delivery's row is still there (an erasure may have removed it). */
+  exists(lease: Lease): Promise<boolean>;
 }
 
 /**
@@ -165,6 +167,9 @@ export function createDownloadQueue(db: Database, workerId: string, leaseSeconds
         httpStatus,
         delayMs,
       ),
+    async exists({ id }) {
+      return ((await pool.query('SELECT 1 FROM physitrack_deliveries WHERE id = $1', [id])).rowCount ?? 0) > 0;
+    },
     release: ({ id, token }) =>
       update(
         `UPDATE physitrack_deliveries SET download_status = 'pending', next_attempt_at = now(), locked_by = NULL, locked_until = NULL

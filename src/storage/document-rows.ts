@@ -116,3 +116,19 @@ export async function readDocument(db: Database, documentId: bigint): Promise<Do
     content: row.content as Uint8Array | null,
   };
 }
+
+/**
+ * Deletes a document that nothing points at (no delivery, no program's current document): the PDF
+ * of a delivery that was erased while it was being downloaded. Resolves with what its file needs,
+ * or undefined when it is referenced (then it stays).
+ */
+export async function deleteUnreferencedDocument(db: Database, documentId: bigint): Promise<{ storage: string; storage_key: string | null } | undefined> {
+  const { rows } = await poolOf(db).query<{ storage: string; storage_key: string | null }>(
+    `DELETE FROM documents d WHERE d.id = $1
+       AND NOT EXISTS (SELECT 1 FROM physitrack_deliveries x WHERE x.document_id = d.id)
+       AND NOT EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id)
+     RETURNING d.storage, d.storage_key`,
+    [documentId],
+  );
+  return rows[0];
+}

@@ -2,7 +2,8 @@ import { Readable } from 'node:stream';
 import type { Database } from '../db/client.js';
 import type { DownloadSink } from '../downloads/guarded-fetch.js';
 import { beginDatabasePdf } from './database-storage.js';
-import { readDocument, type CommittedPdf, type PdfMeta } from './document-rows.js';
+import { removeFiles } from '../retention.js';
+import { deleteUnreferencedDocument, readDocument, type CommittedPdf, type PdfMeta } from './document-rows.js';
 import { beginFilesystemPdf, openStoredFile } from './filesystem-storage.js';
 
 export { StorageError, type StorageErrorCode, type CommittedPdf, type PdfMeta } from './document-rows.js';
@@ -39,6 +40,8 @@ export interface PdfStorage {
   begin(): Promise<PendingPdf>;
   /** The stored document, or undefined for an unknown id. */
   open(documentId: bigint): Promise<StoredPdf | undefined>;
+  /** Removes a document (and its file) that nothing points at; one that is referenced stays. */
+  forget(documentId: bigint): Promise<void>;
 }
 
 /** Views, not copies, so a large document is not held in memory twice. */
@@ -66,5 +69,9 @@ export function createStorage(settings: StorageSettings, db: Database): PdfStora
     kind,
     begin: () => (kind === 'database' ? beginDatabasePdf(db) : beginFilesystemPdf(db, pdfDir)),
     open: (documentId) => openDocument(db, pdfDir, documentId),
+    async forget(documentId) {
+      const row = await deleteUnreferencedDocument(db, documentId);
+      if (row) await removeFiles(db, pdfDir, [row], { removed: 0, missing: 0, refused: 0 });
+    },
   };
 }

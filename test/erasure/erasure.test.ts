@@ -15,7 +15,10 @@ import { writePatiroBatch, type PatiroDelivery } from '../../src/webhooks/patiro
 import { TEST_SOURCES_KEY } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { newDelivery } from '../helpers/physitrack.js';
-import { fakePdf, store } from '../storage/pdf-fixtures.js';
+import { fakePdf, listFiles, store } from '../storage/pdf-fixtures.js';
+import { samplePdf, servePdfSlowly, startFileHost } from '../helpers/https-file-host.js';
+import { captureLogs } from '../helpers/logs.js';
+import { createTestWorker } from '../helpers/worker.js';
 
 // A patient's erasure removes their rows in one source and nothing else; offboarding removes a
 // source and every row it delivered. Both are checked against whole tables before and after.
@@ -162,6 +165,31 @@ describe('erasing a patient', () => {
     stop = true;
     expect((await Promise.all(senders)).every((sent) => sent > 0)).toBe(true);
     await checkConsistent();
+  });
+});
+
+describe('erasing a patient while their PDF is being downloaded', () => {
+  it('leaves no PDF behind: the download that finishes after the erasure removes what it stored', async () => {
+    const host = await startFileHost();
+    // A folder of its own: the other tests leave the files of the documents they keep.
+    const ownDir = await mkdtemp(path.join(os.tmpdir(), 'wr-erasure-slow-'));
+    const { worker, close } = createTestWorker({ db, log: captureLogs().logger, storage: 'filesystem', pdfDir: ownDir });
+    try {
+      // The PDF arrives 800 ms after it is asked for; the erasure runs meanwhile.
+      host.route('/slow.pdf', servePdfSlowly(samplePdf(9000), 800));
+      await insertDeliveries(db, [newDelivery({ patientId: 'p-slow', fileUrl: host.url('/slow.pdf') }, { sourceId: CLINIC_A })]);
+      const attempt = worker.runOnce();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const result = await erasePatient(db, ownDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-slow', dryRun: false });
+      expect(result.counts).toMatchObject({ physitrack_deliveries: 1 });
+      expect(await attempt).toEqual(['lost']);
+      expect((await database.pool.query('SELECT count(*)::int AS n FROM documents')).rows[0].n).toBe(0);
+      expect(await listFiles(ownDir)).toEqual([]);
+    } finally {
+      await close();
+      await host.close();
+      await rm(ownDir, { recursive: true, force: true });
+    }
   });
 });
 
