@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { reservedPoolOf, type Database } from './db/client.js';
+import { FAILING_SOURCES_SQL } from './sources/sources-table.js';
 import type { JournalStats } from './spool/journal.js';
 
 export type Vendor = 'patiro' | 'physitrack';
@@ -10,6 +11,7 @@ const DOWNLOAD_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 interface QueueFigures {
   byStatus: { status: string; n: number }[];
+  failingSources: { vendor: Vendor; n: number }[];
   oldestPendingAgeSeconds: number | null;
   soonestDeadlineSeconds: number | null;
 }
@@ -19,15 +21,16 @@ interface QueueFigures {
  * write pool's connection, and one statement for all of them.
  */
 async function readQueueFigures(db: Database): Promise<QueueFigures> {
-  const { rows } = await reservedPoolOf(db).query<{ by_status: { status: string; n: number }[] | null; oldest: number | null; soonest: number | null }>(
+  const { rows } = await reservedPoolOf(db).query<{ by_status: { status: string; n: number }[] | null; failing: { vendor: Vendor; n: number }[] | null; oldest: number | null; soonest: number | null }>(
     `SELECT (SELECT json_agg(json_build_object('status', download_status, 'n', n)) FROM
               (SELECT download_status, count(*)::int AS n FROM physitrack_deliveries GROUP BY 1) s) AS by_status,
+            (${FAILING_SOURCES_SQL}) AS failing,
             extract(epoch FROM now() - min(received_at))::float8 AS oldest,
             extract(epoch FROM min(deadline_at) - now())::float8 AS soonest
      FROM physitrack_deliveries WHERE download_status IN ('pending', 'downloading')`,
   );
   const row = rows[0];
-  return { byStatus: row?.by_status ?? [], oldestPendingAgeSeconds: row?.oldest ?? null, soonestDeadlineSeconds: row?.soonest ?? null };
+  return { byStatus: row?.by_status ?? [], failingSources: row?.failing ?? [], oldestPendingAgeSeconds: row?.oldest ?? null, soonestDeadlineSeconds: row?.soonest ?? null };
 }
 
 /** How long the database's figures are reused: however many scrapes arrive, one query a second at most. */
@@ -84,6 +87,19 @@ export function createMetrics(db: Database, sources: MetricsSources = {}) {
       if (!figures) return;
       for (const status of ['pending', 'downloading', 'done', 'failed', 'expired']) this.set({ download_status: status }, 0);
       for (const { status, n } of figures.byStatus) this.set({ download_status: status }, n);
+    },
+  });
+  new Gauge({
+    name: 'webhook_sources_failing',
+    help: 'Sources whose latest delivery failed (no success since), by vendor: alert on one clinic without SQL',
+    labelNames: ['vendor'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const figures = await collectQueue();
+      if (!figures) return;
+      for (const vendor of ['patiro', 'physitrack'] as const) this.set({ vendor }, 0);
+      for (const { vendor, n } of figures.failingSources) this.set({ vendor }, n);
     },
   });
   new Gauge({

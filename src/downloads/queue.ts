@@ -185,32 +185,50 @@ const REQUEUEABLE = `download_status IN ('failed', 'expired') AND deadline_at > 
 
 export type RequeueOutcome = { requeued: true } | { requeued: false; reason: string };
 
-/** An operator's retry: a failed or expired delivery whose deadline has not passed is due again now. */
-export async function requeueDelivery(db: Database, id: bigint): Promise<RequeueOutcome> {
+/** Whether a file URL may be fetched now (the download policy): undefined, or why not. */
+export type UrlCheck = (fileUrl: string) => string | undefined;
+
+/**
+ * An operator's retry: a failed or expired delivery whose deadline has not passed is due again now,
+ * unless the download policy refuses its URL (it would fail again at once, and fetching it is what
+ * the policy forbids).
+ */
+export async function requeueDelivery(db: Database, id: bigint, refusal: UrlCheck): Promise<RequeueOutcome> {
   const pool = poolOf(db);
-  const { rowCount } = await pool.query(`UPDATE physitrack_deliveries ${REQUEUE} WHERE id = $1 AND ${REQUEUEABLE}`, [id]);
-  if (rowCount) return { requeued: true };
-  const { rows } = await pool.query<{ status: string; past: boolean }>(
-    'SELECT download_status AS status, deadline_at <= now() AS past FROM physitrack_deliveries WHERE id = $1',
+  const { rows } = await pool.query<{ status: string; past: boolean; fileUrl: string }>(
+    'SELECT download_status AS status, deadline_at <= now() AS past, file_url AS "fileUrl" FROM physitrack_deliveries WHERE id = $1',
     [id],
   );
   const row = rows[0];
   if (!row) return { requeued: false, reason: 'not found' };
+  const refused = refusal(row.fileUrl);
+  if (refused && (row.status === 'failed' || row.status === 'expired')) return { requeued: false, reason: `its file URL is refused by the download policy (${refused})` };
+  const { rowCount } = await pool.query(`UPDATE physitrack_deliveries ${REQUEUE} WHERE id = $1 AND ${REQUEUEABLE}`, [id]);
+  if (rowCount) return { requeued: true };
   const finished = row.status === 'failed' || row.status === 'expired';
   return { requeued: false, reason: finished && row.past ? 'its deadline has passed' : `it is ${row.status}` };
 }
 
-/** Every delivery in `status` (failed or expired) whose deadline has not passed; counts those past it. */
-export async function requeueByStatus(db: Database, status: 'failed' | 'expired'): Promise<{ ids: string[]; skippedPastDeadline: number }> {
-  const { rows } = await poolOf(db).query<{ ids: string[] | null; skipped: number }>(
+/**
+ * Every delivery in `status` (failed or expired) whose deadline has not passed and whose URL the
+ * policy allows; counts those past it and those refused.
+ */
+export async function requeueByStatus(db: Database, status: 'failed' | 'expired', refusal: UrlCheck): Promise<{ ids: string[]; skippedPastDeadline: number; skippedRefused: number }> {
+  const pool = poolOf(db);
+  const { rows: candidates } = await pool.query<{ id: string; fileUrl: string }>(
+    `SELECT id::text AS id, file_url AS "fileUrl" FROM physitrack_deliveries WHERE download_status = $1 AND ${REQUEUEABLE}`,
+    [status],
+  );
+  const allowed = candidates.filter((c) => refusal(c.fileUrl) === undefined).map((c) => c.id);
+  const { rows } = await pool.query<{ ids: string[] | null; skipped: number }>(
     `WITH requeued AS (
-       UPDATE physitrack_deliveries ${REQUEUE} WHERE download_status = $1 AND ${REQUEUEABLE} RETURNING id
+       UPDATE physitrack_deliveries ${REQUEUE} WHERE id = ANY ($2::bigint[]) AND download_status = $1 AND ${REQUEUEABLE} RETURNING id
      )
      SELECT (SELECT array_agg(id::text ORDER BY id) FROM requeued) AS ids,
             (SELECT count(*)::int FROM physitrack_deliveries WHERE download_status = $1 AND deadline_at <= now()) AS skipped`,
-    [status],
+    [status, allowed],
   );
-  return { ids: rows[0]?.ids ?? [], skippedPastDeadline: rows[0]?.skipped ?? 0 };
+  return { ids: rows[0]?.ids ?? [], skippedPastDeadline: rows[0]?.skipped ?? 0, skippedRefused: candidates.length - allowed.length };
 }
 
 /** Exponential backoff with jitter, capped: base·2^(attempt−1), then a random 50–100 % of it. */

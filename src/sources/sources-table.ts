@@ -125,6 +125,32 @@ export async function recordDefaultSources(db: Database, configured: Record<Vend
   );
 }
 
+/** How many of a source's failures `sources show` lists. */
+export const RECENT_FAILURES = 10;
+
+export interface RecentFailure {
+  at: Date;
+  reason: string;
+  hint: string | null;
+}
+
+/** A source's latest failures, newest first. */
+export async function recentFailures(db: Database, vendor: Vendor, id: string): Promise<RecentFailure[]> {
+  return db.$queryRawUnsafe<RecentFailure[]>(
+    `SELECT at, reason, hint FROM source_failures WHERE vendor = $1 AND source_id = $2 ORDER BY at DESC, id DESC LIMIT ${RECENT_FAILURES}`,
+    vendor,
+    id,
+  );
+}
+
+/**
+ * Per vendor, the sources whose latest delivery failed (no success since), as one JSON array of
+ * {vendor, n}: a subquery for the metrics' one query of the database's figures.
+ */
+export const FAILING_SOURCES_SQL = `SELECT json_agg(json_build_object('vendor', vendor, 'n', n)) FROM (
+  SELECT vendor, count(*) FILTER (WHERE last_failure_at IS NOT NULL AND (last_success_at IS NULL OR last_failure_at > last_success_at))::int AS n
+  FROM sources GROUP BY vendor) f`;
+
 export interface HealthUpdate {
   vendor: Vendor;
   id: string;
@@ -142,15 +168,31 @@ export interface HealthUpdate {
  */
 export async function recordHealth(db: Database, updates: HealthUpdate[]): Promise<void> {
   await db.$executeRawUnsafe(
-    `UPDATE sources s SET
+    `WITH t AS (
+       SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(vendor text, id text, last_success_at timestamptz, last_failure_at timestamptz,
+                                                     last_failure_reason text, failures int, saw_success boolean)
+     ), updated AS (
+     UPDATE sources s SET
        last_success_at        = GREATEST(s.last_success_at, t.last_success_at),
        last_failure_reason    = CASE WHEN t.last_failure_at >= s.last_failure_at OR s.last_failure_at IS NULL
                                      THEN COALESCE(t.last_failure_reason, s.last_failure_reason) ELSE s.last_failure_reason END,
        last_failure_at        = GREATEST(s.last_failure_at, t.last_failure_at),
        failures_since_success = CASE WHEN t.saw_success THEN t.failures ELSE s.failures_since_success + t.failures END
-     FROM jsonb_to_recordset($1::jsonb) AS t(vendor text, id text, last_success_at timestamptz, last_failure_at timestamptz,
-                                             last_failure_reason text, failures int, saw_success boolean)
-     WHERE s.vendor = t.vendor AND s.id = t.id`,
+     FROM t
+     WHERE s.vendor = t.vendor AND s.id = t.id
+     RETURNING s.vendor, s.id
+     ), failure AS (
+       -- The last failure of each flush joins the source's recent failures ("reason: hint" split back).
+       INSERT INTO source_failures (vendor, source_id, at, reason, hint)
+       SELECT t.vendor, t.id, t.last_failure_at, split_part(t.last_failure_reason, ': ', 1),
+              NULLIF(substr(t.last_failure_reason, length(split_part(t.last_failure_reason, ': ', 1)) + 3), '')
+       FROM t JOIN updated u ON u.vendor = t.vendor AND u.id = t.id WHERE t.last_failure_at IS NOT NULL
+       RETURNING vendor, source_id
+     )
+     -- Kept bounded: the ${RECENT_FAILURES} newest per source (and the one this statement adds).
+     DELETE FROM source_failures f
+     WHERE (f.vendor, f.source_id) IN (SELECT vendor, source_id FROM failure)
+       AND f.id NOT IN (SELECT g.id FROM source_failures g WHERE g.vendor = f.vendor AND g.source_id = f.source_id ORDER BY g.at DESC, g.id DESC LIMIT ${RECENT_FAILURES - 1})`,
     JSON.stringify(
       updates.map((u) => ({
         vendor: u.vendor,

@@ -80,7 +80,12 @@ export function authenticatePatiro(config: PatiroAuthConfig, request: PatiroRequ
  */
 export function patiroFailureHint(reason: PatiroAuthFailure, config: PatiroAuthConfig, headers: IncomingHttpHeaders, now: Date): string | undefined {
   if (reason === 'stale_timestamp') {
-    const skewSeconds = Math.round((now.getTime() - Number(headers['x-patiro-timestamp'])) / 1000);
+    const sent = Number(headers['x-patiro-timestamp']);
+    // Epoch seconds where milliseconds belong: a thousand times too small, and "now" once multiplied.
+    if (Math.abs(now.getTime() - sent * 1000) <= Math.max(config.timestampToleranceSeconds, 60) * 1000) {
+      return 'the timestamp looks like seconds, not milliseconds: x-patiro-timestamp must be epoch milliseconds';
+    }
+    const skewSeconds = Math.round((now.getTime() - sent) / 1000);
     return `timestamp ${Math.abs(skewSeconds)} s in the ${skewSeconds >= 0 ? 'past' : 'future'} (tolerance ${config.timestampToleranceSeconds} s)`;
   }
   if (reason === 'bad_signature') {

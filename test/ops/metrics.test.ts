@@ -110,6 +110,21 @@ describe('GET /metrics', () => {
     await app.close();
   });
 
+  it('counts the sources whose latest delivery failed, by vendor', async () => {
+    await database.pool.query('TRUNCATE sources');
+    await database.pool.query(`INSERT INTO sources (vendor, id, name, last_success_at, last_failure_at) VALUES
+      ('patiro', 'aaaaaaaaaaaaaaaaaaaa', 'failing', now() - interval '1 hour', now()),
+      ('patiro', 'bbbbbbbbbbbbbbbbbbbb', 'recovered', now(), now() - interval '1 hour'),
+      ('patiro', 'cccccccccccccccccccc', 'never worked', NULL, now()),
+      ('physitrack', 'dddddddddddddddddddd', 'fine', now(), NULL)`);
+    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, ...env });
+    const app = await buildApp({ config, db: t.db, logger: captureLogs().logger, metrics: createMetrics(t.db) });
+    const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(value(text, 'webhook_sources_failing{vendor="patiro"}')).toBe(2);
+    expect(value(text, 'webhook_sources_failing{vendor="physitrack"}')).toBe(0);
+    await app.close();
+  });
+
   it('is not served with the webhooks when METRICS_PORT is set, nor at all when disabled', async () => {
     const onPort = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, METRICS_PORT: '9464' });
     const app = await buildApp({ config: onPort, db: t.db, logger: captureLogs().logger, metrics: createMetrics(t.db) });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addSource } from '../../src/sources/manage.js';
-import { findSources } from '../../src/sources/sources-table.js';
+import { findSources, recentFailures } from '../../src/sources/sources-table.js';
+import { cli } from '../cli/operator/helpers.js';
 import { buildTestApp, TEST_SOURCES_KEY, type TestApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { PATIRO_SECRET, patiroEvent, signedPatiroRequest } from '../helpers/patiro.js';
@@ -34,6 +35,24 @@ const health = async (id: string) => (await findSources(t.db, id))[0]!;
 const send = (secret: string, timestamp = String(Date.now())) => t.app.inject(signedPatiroRequest({ body: JSON.stringify(patiroEvent()), secret, path: source.path, timestamp }));
 
 describe('per-source health', () => {
+  it('keeps the last 10 failures of a source (time, reason, hint), and `sources show` lists them', async () => {
+    for (let i = 0; i < 14; i++) {
+      await send(i % 2 ? 'a-secret-patiro-never-gave-us-0123' : source.secret, i % 2 ? String(Date.now()) : String(Math.floor(Date.now() / 1000)));
+      await t.health.flush();
+    }
+    const rows = await recentFailures(t.db, 'patiro', source.id);
+    expect(rows).toHaveLength(10);
+    expect(rows.map((r) => r.reason)).toEqual(expect.arrayContaining(['bad_signature', 'stale_timestamp']));
+    expect(rows.find((r) => r.reason === 'stale_timestamp')?.hint).toMatch(/looks like seconds, not milliseconds/);
+    expect(rows.map((r) => r.at.getTime())).toEqual([...rows.map((r) => r.at.getTime())].sort((a, b) => b - a));
+    const stored = await database.pool.query('SELECT count(*)::int AS n FROM source_failures WHERE source_id = $1', [source.id]);
+    expect(stored.rows[0].n).toBeLessThanOrEqual(10);
+    const shown = await cli(['sources', 'show', source.id, '--json'], { DATABASE_URL: database.url, SOURCES_SECRET_KEY: TEST_SOURCES_KEY });
+    expect(JSON.parse(shown.stdout).recentFailures).toHaveLength(10);
+    const text = await cli(['sources', 'show', source.id], { DATABASE_URL: database.url, SOURCES_SECRET_KEY: TEST_SOURCES_KEY });
+    expect(text.stdout).toMatch(/Recent failures:\n  \S+ (bad_signature|stale_timestamp)/);
+  });
+
   it('records why deliveries fail, with a safe hint, and resets the count on success', async () => {
     await send('a-secret-patiro-never-gave-us-0123');
     await send(source.secret, String(Date.now() - 412_000));

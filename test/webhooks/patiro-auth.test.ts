@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { authenticatePatiro, isPatiroConfigured, type PatiroAuthConfig } from '../../src/webhooks/patiro-auth.js';
+import { authenticatePatiro, isPatiroConfigured, patiroFailureHint, type PatiroAuthConfig } from '../../src/webhooks/patiro-auth.js';
 import { patiroSignature } from '../../src/webhooks/patiro-signature.js';
 
 const TOKEN = 'query-token-0123456789abcdef';
@@ -66,5 +66,20 @@ describe('authenticatePatiro', () => {
     expect(result).toEqual({ ok: true, signedAt: new Date(now.getTime() + 300_000) });
     const noTolerance = authenticatePatiro({ ...none, timestampToleranceSeconds: 0, token: TOKEN }, { rawBody: body, headers: { 'x-patiro-timestamp': farFuture }, token: TOKEN }, now);
     expect(noTolerance).toEqual({ ok: true, signedAt: now });
+  });
+});
+
+describe('patiroFailureHint', () => {
+  const config: PatiroAuthConfig = { signingSecrets: ['s'.repeat(32)], timestampToleranceSeconds: 300 };
+  const now = new Date('2026-11-14T10:00:00Z');
+
+  it('says a timestamp in seconds looks like seconds, not milliseconds', () => {
+    const seconds = String(Math.floor(now.getTime() / 1000) - 2);
+    expect(patiroFailureHint('stale_timestamp', config, { 'x-patiro-timestamp': seconds }, now)).toMatch(/looks like seconds, not milliseconds/);
+  });
+
+  it('gives the skew of a timestamp in milliseconds that is simply too old', () => {
+    const old = String(now.getTime() - 3_600_000);
+    expect(patiroFailureHint('stale_timestamp', config, { 'x-patiro-timestamp': old }, now)).toBe('timestamp 3600 s in the past (tolerance 300 s)');
   });
 });

@@ -1,4 +1,5 @@
-import { requeueByStatus, requeueDelivery } from '../../downloads/queue.js';
+import { requeueByStatus, requeueDelivery, type UrlCheck } from '../../downloads/queue.js';
+import { checkFileUrl } from '../../downloads/url-policy.js';
 import { command, describeUrl, EXIT, formatDuration, maskToken, parseId, parseLimit, parseSince, plural, printFields, printJson, printTable, summarizeUrl, UsageError } from '../output.js';
 
 const STATUSES = ['pending', 'downloading', 'done', 'failed', 'expired'];
@@ -180,8 +181,8 @@ const retry = command<{ id?: bigint; status?: string }>({
   synopsis: 'ID | --status failed|expired',
   summary: 'Queue failed or expired deliveries again, if their deadline has not passed.',
   details: `Puts the delivery (or every delivery with --status) back to pending, due now. Only failed and
-expired rows whose deadline_at is still in the future; pending, downloading and done rows are never
-touched. ${PICKED_UP}
+expired rows whose deadline_at is still in the future and whose file URL the download policy (of
+this configuration) allows; pending, downloading and done rows are never touched. ${PICKED_UP}
 Exits 1 when nothing was queued.`,
   options: { status: { type: 'string' } },
   parse(values, positionals) {
@@ -192,18 +193,26 @@ Exits 1 when nothing was queued.`,
     return { id: parseId(positionals[0], 'the delivery ID') };
   },
   async run(ctx, { id, status }) {
+    // The policy of this configuration (PHYSITRACK_FILE_URL_HOSTS, DOWNLOAD_ALLOW_PRIVATE_ADDRESSES), as the service applies it.
+    const policy = { allowedHosts: ctx.config.physitrack.fileUrlHosts, allowPrivateAddresses: ctx.config.download.allowPrivateAddresses };
+    const refusal: UrlCheck = (fileUrl) => {
+      const check = checkFileUrl(fileUrl, policy);
+      return check.ok ? undefined : check.reason;
+    };
     if (id !== undefined) {
-      const outcome = await requeueDelivery(ctx.db, id);
+      const outcome = await requeueDelivery(ctx.db, id, refusal);
       const reason = outcome.requeued ? undefined : outcome.reason;
       if (ctx.json) printJson(ctx.io, { retried: outcome.requeued ? [String(id)] : [], skipped: reason ? { id: String(id), reason } : null });
       else if (reason) ctx.io.stderr.write(`Delivery ${id} was not queued: ${reason}.\n`);
       else ctx.io.stdout.write(`Delivery ${id} is pending again. ${PICKED_UP}\n`);
       return outcome.requeued ? EXIT.ok : EXIT.notFound;
     }
-    const { ids, skippedPastDeadline } = await requeueByStatus(ctx.db, status as 'failed' | 'expired');
-    if (ctx.json) printJson(ctx.io, { retried: ids, skippedPastDeadline });
+    const { ids, skippedPastDeadline, skippedRefused } = await requeueByStatus(ctx.db, status as 'failed' | 'expired', refusal);
+    if (ctx.json) printJson(ctx.io, { retried: ids, skippedPastDeadline, skippedRefused });
     else {
-      const skipped = skippedPastDeadline ? ` Skipped ${plural(skippedPastDeadline, 'delivery', 'deliveries')} past the deadline.` : '';
+      const skipped =
+        (skippedPastDeadline ? ` Skipped ${plural(skippedPastDeadline, 'delivery', 'deliveries')} past the deadline.` : '') +
+        (skippedRefused ? ` Left ${plural(skippedRefused, 'delivery', 'deliveries')} alone whose file URL the download policy refuses.` : '');
       ctx.io.stdout.write(`Queued ${plural(ids.length, `${status} delivery`, `${status} deliveries`)} again.${skipped}${ids.length ? ` ${PICKED_UP}` : ''}\n`);
     }
     return ids.length > 0 ? EXIT.ok : EXIT.notFound;

@@ -3,7 +3,7 @@ import type { Vendor } from '../../metrics.js';
 import { DEFAULT_SOURCE_ID } from '../../sources/credentials.js';
 import { addSource, rotateSource, SourceChangeError, webhookPath } from '../../sources/manage.js';
 import { eraseSource, sourceDataCounts } from '../../erasure.js';
-import { findSources, listSources, setSourceStatus, updateSource, type SourceRow, type SourceStatus } from '../../sources/sources-table.js';
+import { findSources, listSources, recentFailures, setSourceStatus, updateSource, type RecentFailure, type SourceRow, type SourceStatus } from '../../sources/sources-table.js';
 import { command, EXIT, formatDuration, printFields, printJson, printTable, UsageError, type CommandContext } from '../output.js';
 
 const VENDORS: Vendor[] = ['patiro', 'physitrack'];
@@ -77,7 +77,7 @@ async function changing<T>(change: () => Promise<T>): Promise<T> {
   }
 }
 
-function printSource(ctx: CommandContext, row: SourceRow): void {
+function printSource(ctx: CommandContext, row: SourceRow, failures: RecentFailure[] = []): void {
   const v = view(row);
   const now = Date.now();
   const ago = (at: Date | null) => (at ? `${at.toISOString()} (${formatDuration(now - at.getTime())} ago)` : 'never');
@@ -95,6 +95,9 @@ function printSource(ctx: CommandContext, row: SourceRow): void {
     ['Last success', ago(v.lastSuccessAt)],
     ['Last failure', v.lastFailureAt ? `${ago(v.lastFailureAt)}: ${v.lastFailureReason ?? '–'}` : 'never'],
     ['Failures since success', v.failuresSinceSuccess],
+    ...(failures.length > 0
+      ? [['Recent failures', failures.map((f) => `${f.at.toISOString()} ${f.reason}${f.hint ? ` (${f.hint})` : ''}`).join('\n')] as [string, string]]
+      : []),
   ]);
 }
 
@@ -185,7 +188,7 @@ const list = command<{ vendor?: Vendor }>({
 const show = command<string>({
   path: ['sources', 'show'],
   synopsis: 'ID',
-  summary: 'One source: status, path, credential fingerprints, health (last success, last failure and why).',
+  summary: 'One source: status, path, credential fingerprints, health (last success, its last 10 failures and why).',
   details: '"default" shows the environment source, one record per vendor (--json: an array). Exits 1 when there is no such source.',
   options: {},
   parse: (_values, positionals) => oneId(positionals),
@@ -195,11 +198,13 @@ const show = command<string>({
       ctx.io.stderr.write(`No source ${JSON.stringify(id)}.\n`);
       return EXIT.notFound;
     }
-    if (ctx.json) printJson(ctx.io, id === DEFAULT_SOURCE_ID ? rows.map(view) : view(rows[0]!));
+    const failures = await Promise.all(rows.map((row) => recentFailures(ctx.db, row.vendor, row.id)));
+    const views = rows.map((row, i) => ({ ...view(row), recentFailures: failures[i]! }));
+    if (ctx.json) printJson(ctx.io, id === DEFAULT_SOURCE_ID ? views : views[0]);
     else
       rows.forEach((row, i) => {
         if (i > 0) ctx.io.stdout.write('\n');
-        printSource(ctx, row);
+        printSource(ctx, row, failures[i]);
       });
     return EXIT.ok;
   },

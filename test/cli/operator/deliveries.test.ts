@@ -182,7 +182,7 @@ describe('cli deliveries retry', () => {
 
     const result = await cli(['deliveries', 'retry', '--status', 'failed', '--json'], env);
     expect(result.code).toBe(0);
-    expect(JSON.parse(result.stdout)).toEqual({ retried: due, skippedPastDeadline: 1 });
+    expect(JSON.parse(result.stdout)).toEqual({ retried: due, skippedPastDeadline: 1, skippedRefused: 0 });
     for (const id of due) expect((await rowOf(id)).download_status).toBe('pending');
     const after = await Promise.all([late, ...others].map(rowOf));
     expect(after.map((r) => ({ ...r, now: null }))).toEqual(before.map((r) => ({ ...r, now: null })));
@@ -190,6 +190,22 @@ describe('cli deliveries retry', () => {
     const again = await cli(['deliveries', 'retry', '--status', 'failed'], env);
     expect(again.code).toBe(1);
     expect(again.stdout).toMatch(/Queued 0 failed deliveries again\. Skipped 1 delivery past the deadline\./);
+  });
+
+  it('leaves a delivery whose file URL the download policy refuses alone, and says why', async () => {
+    const refused = await insertDelivery(database.pool, { download_status: 'failed', file_url: 'http://files.physitrack.com/plain-http.pdf' });
+    const elsewhere = await insertDelivery(database.pool, { download_status: 'failed', file_url: 'https://evil.example.com/p.pdf' });
+    const fine = await insertDelivery(database.pool, { download_status: 'failed' });
+    const one = await cli(['deliveries', 'retry', refused], env);
+    expect(one.code).toBe(1);
+    expect(one.stderr).toMatch(/was not queued: its file URL is refused by the download policy \(.*https.*\)/);
+    expect((await rowOf(refused)).download_status).toBe('failed');
+
+    const all = await cli(['deliveries', 'retry', '--status', 'failed', '--json'], env);
+    expect(JSON.parse(all.stdout)).toMatchObject({ retried: [fine], skippedRefused: 2 });
+    expect((await rowOf(elsewhere)).download_status).toBe('failed');
+    const text = await cli(['deliveries', 'retry', '--status', 'failed'], env);
+    expect(text.stdout).toMatch(/Left 2 deliveries alone whose file URL the download policy refuses/);
   });
 
   it('queues expired deliveries whose deadline is still ahead', async () => {
