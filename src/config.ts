@@ -50,6 +50,9 @@ const basicAuth = z
     else if (value.length - colon - 1 < 16) ctx.addIssue({ code: 'custom', message: 'the password must be at least 16 characters, like every secret' });
   });
 
+/** Physitrack's file hosts; development adds localhost, where `npm run send -- physitrack` serves its sample PDF. */
+const PRODUCTION_FILE_URL_HOSTS = 'physitrack.com,*.physitrack.com,physitrackuploads.s3.amazonaws.com';
+
 const envSchema = z.object({
   NODE_ENV: z.enum(['production', 'development', 'test']).default('development'),
   DATABASE_URL: z
@@ -84,7 +87,7 @@ const envSchema = z.object({
   PHYSITRACK_TOKENS: list.pipe(z.array(z.string()).min(1, 'must list at least one token')).optional(),
   PHYSITRACK_FILE_URL_HOSTS: z
     .string()
-    .default('physitrack.com,*.physitrack.com,physitrackuploads.s3.amazonaws.com')
+    .default(PRODUCTION_FILE_URL_HOSTS)
     .transform((csv, ctx) => {
       try {
         const patterns = parseHostPatterns(csv);
@@ -95,7 +98,8 @@ const envSchema = z.object({
         return z.NEVER;
       }
     }),
-  DOWNLOAD_ALLOW_PRIVATE_ADDRESSES: boolean.default(false),
+  DOWNLOAD_ALLOW_PRIVATE_ADDRESSES: boolean.optional(),
+  DOWNLOAD_ALLOW_HTTP_LOCALHOST: boolean.optional(),
   DOWNLOAD_CONCURRENCY: integer(1, 64).default(4),
   DOWNLOAD_TIMEOUT_MS: integer(1000, 10 * 60_000).default(30_000),
   DOWNLOAD_MAX_BYTES: integer(1024, 1024 * 1024 * 1024).default(50 * 1024 * 1024),
@@ -148,7 +152,10 @@ function toConfig(env: z.infer<typeof envSchema>) {
       fileUrlHosts: env.PHYSITRACK_FILE_URL_HOSTS,
     },
     download: {
-      allowPrivateAddresses: env.DOWNLOAD_ALLOW_PRIVATE_ADDRESSES,
+      // Development defaults let the quick start's sample PDF, served on localhost over http, be
+      // fetched; production's stay as strict as ever.
+      allowPrivateAddresses: env.DOWNLOAD_ALLOW_PRIVATE_ADDRESSES ?? env.NODE_ENV === 'development',
+      allowHttpLocalhost: env.DOWNLOAD_ALLOW_HTTP_LOCALHOST ?? env.NODE_ENV === 'development',
       concurrency: env.DOWNLOAD_CONCURRENCY,
       timeoutMs: env.DOWNLOAD_TIMEOUT_MS,
       maxBytes: env.DOWNLOAD_MAX_BYTES,
@@ -200,9 +207,15 @@ function withoutEmpty(env: Env): Env {
   return Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''));
 }
 
+/** In development (the default NODE_ENV), the sample PDF's host (localhost) joins Physitrack's, unless the hosts are set. */
+function withDevelopmentHosts(env: Env): Env {
+  if ((env.NODE_ENV ?? 'development') !== 'development' || env.PHYSITRACK_FILE_URL_HOSTS !== undefined) return env;
+  return { ...env, PHYSITRACK_FILE_URL_HOSTS: `${PRODUCTION_FILE_URL_HOSTS},localhost,127.0.0.1` };
+}
+
 /** Parses every variable at once so one error lists every problem. Never reads process.env itself. */
 export function loadConfig(env: Env): Config {
-  const parsed = envSchema.safeParse(withoutEmpty(env));
+  const parsed = envSchema.safeParse(withDevelopmentHosts(withoutEmpty(env)));
   const problems = parsed.success ? [] : parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
   if (parsed.success) problems.push(...crossChecks(parsed.data));
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);

@@ -13,6 +13,8 @@ export interface FileUrlPolicy {
   allowedHosts: readonly HostPattern[];
   /** Lets IP-literal hosts in private, loopback, … ranges through (local development only). */
   allowPrivateAddresses: boolean;
+  /** Lets plain http: through for localhost and loopback addresses (local development only). */
+  allowHttpLocalhost?: boolean;
   /** Name of the setting the operator edits, quoted in refusal reasons. */
   hostsSettingName?: string;
 }
@@ -76,6 +78,11 @@ export function hostMatchesPatterns(host: string, patterns: readonly HostPattern
 }
 
 /** Hosts come from untrusted input; keep the sentence readable if someone sends a novel. */
+/** localhost, or an IP literal in the loopback ranges. */
+function isLocalhost(host: string): boolean {
+  return host === 'localhost' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === '::1';
+}
+
 function shown(host: string): string {
   return host.length > 100 ? `${host.slice(0, 100)}…` : host;
 }
@@ -88,7 +95,8 @@ export function checkFileUrl(url: string, policy: FileUrlPolicy): FileUrlCheck {
     return { ok: false, reason: 'the file URL is not a valid absolute URL' };
   }
   const host = normaliseHost(parsed.hostname);
-  if (parsed.protocol !== 'https:') {
+  const localHttp = parsed.protocol === 'http:' && policy.allowHttpLocalhost === true && isLocalhost(host);
+  if (parsed.protocol !== 'https:' && !localHttp) {
     const scheme = parsed.protocol.length <= 12 ? parsed.protocol : 'another scheme';
     return { ok: false, host, reason: `the file URL uses ${scheme} but only https: downloads are allowed` };
   }

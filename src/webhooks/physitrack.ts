@@ -43,7 +43,7 @@ function authenticate(source: Source, body: unknown, now: Date): { reason: strin
 export async function physitrackRoutes(app: FastifyInstance, { config, db, store, onStored, ...scopeOptions }: PhysitrackRouteOptions): Promise<void> {
   acceptRawJson(app);
   const scope = sourceScope(app, 'physitrack', scopeOptions);
-  const policy = { allowedHosts: config.physitrack.fileUrlHosts, allowPrivateAddresses: config.download.allowPrivateAddresses };
+  const policy = { allowedHosts: config.physitrack.fileUrlHosts, allowPrivateAddresses: config.download.allowPrivateAddresses, allowHttpLocalhost: config.download.allowHttpLocalhost };
 
   const handler: RouteHandlerMethod = async (request, reply) => {
     const source = scope.sourceOf(request);

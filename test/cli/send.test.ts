@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -57,6 +59,29 @@ describe('npm run send', () => {
     expect(result.code).toBe(0);
     const { rows } = await database.pool.query('SELECT program_name FROM physitrack_deliveries');
     expect(rows).toEqual([{ program_name: 'Knee Rehab Program' }]);
+  });
+
+  it('in development, serves its sample PDF itself, and the service downloads it (the quick start on any machine)', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'wr-send-dev-'));
+    const config = loadConfig({ NODE_ENV: 'development', DATA_DIR: dataDir, DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0', ...secrets });
+    expect(config.download.allowHttpLocalhost).toBe(true);
+    const dev = await startService(config, captureLogs().logger);
+    try {
+      const address = dev.app.server.address();
+      if (typeof address !== 'object' || !address) throw new Error('no address');
+      const result = await send(['physitrack', '--url', `http://127.0.0.1:${address.port}`], { ...secrets, NODE_ENV: 'development', DATA_DIR: dataDir });
+      expect(result.output).toMatch(/→ 204/);
+      expect(result.output).toMatch(/The service downloaded the sample PDF/);
+      expect(result.code).toBe(0);
+      await waitFor(async () => (await database.pool.query("SELECT 1 FROM physitrack_deliveries WHERE file_url LIKE 'http://127.0.0.1:%' AND download_status = 'done'")).rowCount === 1, 5000);
+    } finally {
+      await dev.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+    // Production's defaults stay strict: no plain http, no localhost.
+    const production = loadConfig({ NODE_ENV: 'production', DATABASE_URL: database.url });
+    expect(production.download).toMatchObject({ allowHttpLocalhost: false, allowPrivateAddresses: false });
+    expect(production.physitrack.fileUrlHosts.map((h) => ('host' in h ? h.host : h.suffix))).not.toContain('localhost');
   });
 
   it('exits non-zero when the service refuses the delivery', async () => {

@@ -120,3 +120,15 @@ describe('checkFileUrl', () => {
     expect(checkFileUrl('https://[::1]/a.pdf', policy('::1', true))).toMatchObject({ ok: true, host: '::1' });
   });
 });
+
+describe('plain http for localhost (development only)', () => {
+  const hosts = parseHostPatterns('files.physitrack.com,localhost,127.0.0.1');
+  it('lets http: through for localhost and loopback addresses only when allowed, and never elsewhere', () => {
+    const dev = { allowedHosts: hosts, allowPrivateAddresses: true, allowHttpLocalhost: true };
+    const strict = { allowedHosts: hosts, allowPrivateAddresses: true };
+    expect(checkFileUrl('http://127.0.0.1:8080/p.pdf', dev).ok).toBe(true);
+    expect(checkFileUrl('http://localhost:8080/p.pdf', dev).ok).toBe(true);
+    expect(checkFileUrl('http://files.physitrack.com/p.pdf', dev)).toMatchObject({ ok: false, reason: expect.stringMatching(/only https/) });
+    expect(checkFileUrl('http://127.0.0.1:8080/p.pdf', strict)).toMatchObject({ ok: false, reason: expect.stringMatching(/only https/) });
+  });
+});

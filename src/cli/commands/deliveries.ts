@@ -194,7 +194,7 @@ Exits 1 when nothing was queued.`,
   },
   async run(ctx, { id, status }) {
     // The policy of this configuration (PHYSITRACK_FILE_URL_HOSTS, DOWNLOAD_ALLOW_PRIVATE_ADDRESSES), as the service applies it.
-    const policy = { allowedHosts: ctx.config.physitrack.fileUrlHosts, allowPrivateAddresses: ctx.config.download.allowPrivateAddresses };
+    const policy = { allowedHosts: ctx.config.physitrack.fileUrlHosts, allowPrivateAddresses: ctx.config.download.allowPrivateAddresses, allowHttpLocalhost: ctx.config.download.allowHttpLocalhost };
     const refusal: UrlCheck = (fileUrl) => {
       const check = checkFileUrl(fileUrl, policy);
       return check.ok ? undefined : check.reason;
