@@ -145,6 +145,8 @@ async function inTransaction<T>(db: Database, work: (client: pg.PoolClient) => P
 
 interface Run {
   steps: Step[];
+  /** Offboarding without --erase-data: refuse, under the lock, when the source delivered anything. */
+  refuseIfData?: boolean;
   /** The patient of a patient's erasure; undefined for a source's. */
   patientId?: string;
   record: { scope: 'patient' | 'source'; vendor: Vendor; sourceId: string; patientHash: string | null };
@@ -158,6 +160,11 @@ async function erase(db: Database, pdfDir: string, run: Run, dryRun: boolean): P
     // Waits for the writes of this patient (or source) in flight, and holds off new ones until COMMIT.
     const key = run.patientId === undefined ? sourceLockKey('$1', '$2') : patientLockKey('$1', '$2', '$3');
     await client.query(`SELECT pg_advisory_xact_lock(${key})`, run.patientId === undefined ? [vendor, sourceId] : [vendor, sourceId, run.patientId]);
+    // Checked under the lock: no delivery can commit between the check and the delete.
+    if (run.refuseIfData) {
+      const held = Object.entries(await sourceDataCounts(client, vendor, sourceId)).filter(([, n]) => n > 0);
+      if (held.length > 0) throw new SourceHasDataError(Object.fromEntries(held));
+    }
     const counts: ErasureCounts = {};
     const documentIds = new Set<string>();
     for (const step of run.steps) {
@@ -207,21 +214,32 @@ export function erasePatient(db: Database, pdfDir: string, { vendor, sourceId, p
   return erase(db, pdfDir, run, dryRun);
 }
 
-/** Offboarding: the source itself and every row it delivered; its URL then answers 404. */
-export function eraseSource(db: Database, pdfDir: string, { vendor, sourceId, dryRun }: { vendor: Vendor; sourceId: string; dryRun: boolean }): Promise<ErasureResult> {
-  const run: Run = { steps: sourceSteps(vendor, sourceId), record: { scope: 'source', vendor, sourceId, patientHash: null } };
+/** The source delivered data; an offboarding without --erase-data keeps it (the counts say what). */
+export class SourceHasDataError extends Error {
+  override readonly name = 'SourceHasDataError';
+  constructor(readonly counts: ErasureCounts) {
+    super(`the source has data (${Object.entries(counts).map(([table, n]) => `${table}: ${n}`).join(', ')})`);
+  }
+}
+
+/**
+ * Offboarding: the source itself and every row it delivered; its URL then answers 404. With
+ * `keepData` (no --erase-data) it refuses with SourceHasDataError when the source delivered anything.
+ */
+export function eraseSource(db: Database, pdfDir: string, { vendor, sourceId, dryRun, keepData = false }: { vendor: Vendor; sourceId: string; dryRun: boolean; keepData?: boolean }): Promise<ErasureResult> {
+  const run: Run = { steps: sourceSteps(vendor, sourceId), refuseIfData: keepData, record: { scope: 'source', vendor, sourceId, patientHash: null } };
   return erase(db, pdfDir, run, dryRun);
 }
 
-/** What a source delivered, per table: a source is deleted without --erase-data only when all are 0. */
-export async function sourceDataCounts(db: Database, vendor: Vendor, sourceId: string): Promise<ErasureCounts> {
+/** What a source delivered, per table. */
+async function sourceDataCounts(client: pg.PoolClient, vendor: Vendor, sourceId: string): Promise<ErasureCounts> {
   const tables = vendor === 'patiro' ? ['patiro_events', 'patiro_patients'] : ['physitrack_deliveries', 'physitrack_programs'];
   const counts: ErasureCounts = {};
   for (const table of tables) {
-    const [row] = await db.$queryRawUnsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM ${table} WHERE source_id = $1`, sourceId);
-    counts[table] = row!.n;
+    const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE source_id = $1`, [sourceId]);
+    counts[table] = rows[0]!.n;
   }
-  const [audit] = await db.$queryRawUnsafe<{ n: number }[]>('SELECT count(*)::int AS n FROM webhook_audit WHERE vendor = $1 AND source_id = $2', vendor, sourceId);
-  counts.webhook_audit = audit!.n;
+  const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_audit WHERE vendor = $1 AND source_id = $2', [vendor, sourceId]);
+  counts.webhook_audit = rows[0]!.n;
   return counts;
 }

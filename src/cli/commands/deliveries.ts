@@ -24,6 +24,7 @@ interface DeliveryRow {
   last_error: string | null;
   last_http_status: number | null;
   downloaded_at: Date | null;
+  finished_at: Date | null;
   document_id: string | null;
   locked_by: string | null;
   locked_until: Date | null;
@@ -34,7 +35,7 @@ interface DeliveryRow {
 
 const SELECT = `SELECT d.id::text AS id, d.source_id, d.received_at, d.practitioner_token, d.patient_id, d.file_url, d.program_name,
   d.program_date::text AS program_date, d.program_created_at, d.updated, d.download_status, d.attempts, d.next_attempt_at,
-  d.deadline_at, d.last_error, d.last_http_status, d.downloaded_at, d.document_id::text AS document_id, d.locked_by,
+  d.deadline_at, d.last_error, d.last_http_status, d.downloaded_at, d.finished_at, d.document_id::text AS document_id, d.locked_by,
   d.locked_until, doc.sha256, doc.size_bytes::float8 AS size_bytes, now() AS now
 FROM physitrack_deliveries d LEFT JOIN documents doc ON doc.id = d.document_id`;
 
@@ -61,6 +62,7 @@ function view(row: DeliveryRow) {
     lastError: row.last_error,
     lastHttpStatus: row.last_http_status,
     downloadedAt: row.downloaded_at,
+    finishedAt: row.finished_at,
     documentId: row.document_id,
     documentSha256: row.sha256,
     documentSizeBytes: row.size_bytes,
@@ -170,6 +172,7 @@ const show = command<bigint>({
       ['Last HTTP status', v.lastHttpStatus],
       ['Locked by', v.lockedBy ? `${v.lockedBy} until ${v.lockedUntil?.toISOString()}` : null],
       ['Downloaded', v.downloadedAt],
+      ['Finished', v.finishedAt],
       ['Document', v.documentId ? `${v.documentId} (sha256 ${v.documentSha256}, ${v.documentSizeBytes} bytes)` : null],
     ]);
     return EXIT.ok;

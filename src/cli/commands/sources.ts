@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Vendor } from '../../metrics.js';
 import { DEFAULT_SOURCE_ID } from '../../sources/credentials.js';
 import { addSource, rotateSource, SourceChangeError, webhookPath } from '../../sources/manage.js';
-import { eraseSource, sourceDataCounts } from '../../erasure.js';
+import { eraseSource, SourceHasDataError } from '../../erasure.js';
 import { findSources, listSources, recentFailures, setSourceStatus, updateSource, type RecentFailure, type SourceRow, type SourceStatus } from '../../sources/sources-table.js';
 import { command, EXIT, formatDuration, printFields, printJson, printTable, UsageError, type CommandContext } from '../output.js';
 
@@ -298,8 +298,9 @@ const deleteCommand = command<{ id: string; eraseData: boolean; dryRun: boolean 
                  the documents no other delivery points at (and their files), audit rows and its
                  failures; one transaction, recorded in erasures (counts only) and NOTIFY'd
   --dry-run      print what would be removed, remove nothing
-Its URL then answers 404. Tell the vendor to stop sending first: a delivery that arrives meanwhile
-gets 404 and is not stored. ${TAKES_EFFECT} Exits 1 when there is no such source, 2 when it has data.`,
+Its URL then answers 404 (every replica within 2 s). Tell the vendor to stop sending first, and
+disable the source until every replica's spool is empty: a delivery written after the deletion (from
+a spool, or in the 2 s before a replica hears of it) would be kept under the deleted source's id. ${TAKES_EFFECT} Exits 1 when there is no such source, 2 when it has data.`,
   options: { 'erase-data': { type: 'boolean' }, 'dry-run': { type: 'boolean' } },
   parse(values, positionals) {
     const id = oneId(positionals);
@@ -312,14 +313,13 @@ gets 404 and is not stored. ${TAKES_EFFECT} Exits 1 when there is no such source
       ctx.io.stderr.write(`No source ${JSON.stringify(id)}.\n`);
       return EXIT.notFound;
     }
-    if (!eraseData) {
-      const counts = await sourceDataCounts(ctx.db, row.vendor, id);
-      const held = Object.entries(counts).filter(([, n]) => n > 0);
-      if (held.length > 0 && !dryRun) {
-        throw new UsageError(`source ${id} has data (${held.map(([table, n]) => `${table}: ${n}`).join(', ')}); add --erase-data to remove it with the source`);
-      }
+    let result;
+    try {
+      result = await eraseSource(ctx.db, ctx.config.storage.pdfDir, { vendor: row.vendor, sourceId: id, dryRun, keepData: !eraseData });
+    } catch (err) {
+      if (err instanceof SourceHasDataError) throw new UsageError(`source ${id} ${err.message.replace(/^the source /, '')}; add --erase-data to remove it with the source`);
+      throw err;
     }
-    const result = await eraseSource(ctx.db, ctx.config.storage.pdfDir, { vendor: row.vendor, sourceId: id, dryRun });
     if (ctx.json) printJson(ctx.io, { id, vendor: row.vendor, ...result });
     else {
       printFields(ctx.io, [
