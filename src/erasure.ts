@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { poolOf, type Database } from './db/client.js';
+import { inTransaction, type Database } from './db/client.js';
 import { notifySql } from './db/notify.js';
 import type { Vendor } from './metrics.js';
-import { removeFiles, type DeletedDocument, type PurgeResult } from './retention.js';
+import { removeFiles, type PurgeResult } from './retention.js';
+import { deleteUnreferencedDocuments, type DeletedDocument } from './storage/document-rows.js';
 import { DELETE_SOURCE_SQL } from './sources/sources-table.js';
 
 // Erasure: the one module that knows every table holding data a source delivered. A patient's
@@ -66,9 +67,13 @@ export interface ErasureResult {
 export const patientHashOf = (vendor: Vendor, sourceId: string, patientId: string) =>
   createHash('sha256').update(`${vendor}\u0000${sourceId}\u0000${patientId}`).digest('hex');
 
-/** A Patiro patient's events: by the column written since it exists, else by the data's id. */
-const PATIRO_EVENTS_OF_PATIENT = `source_id = $1 AND (patient_id = $2
-  OR (patient_id IS NULL AND event_type IN ('PatientRevealed', 'PatientUpdated') AND data->>'id' = $2))`;
+/**
+ * Events stored before patient_id was written with them, found by their data as the writer takes
+ * it (a string or a number; an object's text is no patient id). Apart from the indexed delete by
+ * patient_id: in one OR the planner would scan every event of the source.
+ */
+const OLD_PATIRO_EVENTS_OF_PATIENT = `source_id = $1 AND patient_id IS NULL AND event_type IN ('PatientRevealed', 'PatientUpdated')
+  AND jsonb_typeof(data->'id') IN ('string', 'number') AND data->>'id' = $2`;
 
 /** The deletes of one erasure, in order, each with its parameters; documents go last (see below). */
 interface Step {
@@ -80,7 +85,8 @@ interface Step {
 function patientSteps(vendor: Vendor, sourceId: string, patientId: string): Step[] {
   if (vendor === 'patiro') {
     return [
-      { table: 'patiro_events', sql: `DELETE FROM patiro_events WHERE ${PATIRO_EVENTS_OF_PATIENT} RETURNING NULL::bigint AS document_id`, params: [sourceId, patientId] },
+      { table: 'patiro_events', sql: 'DELETE FROM patiro_events WHERE source_id = $1 AND patient_id = $2 RETURNING NULL::bigint AS document_id', params: [sourceId, patientId] },
+      { table: 'patiro_events', sql: `DELETE FROM patiro_events WHERE ${OLD_PATIRO_EVENTS_OF_PATIENT} RETURNING NULL::bigint AS document_id`, params: [sourceId, patientId] },
       { table: 'patiro_patients', sql: 'DELETE FROM patiro_patients WHERE source_id = $1 AND patient_id = $2 RETURNING NULL::bigint AS document_id', params: [sourceId, patientId] },
     ];
   }
@@ -91,6 +97,8 @@ function patientSteps(vendor: Vendor, sourceId: string, patientId: string): Step
 }
 
 function sourceSteps(vendor: Vendor, sourceId: string): Step[] {
+  // The source's row first: its row lock holds off a `sources enable` (and any change to it) until COMMIT.
+  const source: Step = { table: 'sources', sql: DELETE_SOURCE_SQL, params: [vendor, sourceId] };
   const own: Step[] =
     vendor === 'patiro'
       ? [
@@ -102,22 +110,12 @@ function sourceSteps(vendor: Vendor, sourceId: string): Step[] {
           { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 RETURNING current_document_id AS document_id', params: [sourceId] },
         ];
   return [
+    source,
     ...own,
     { table: 'webhook_audit', sql: 'DELETE FROM webhook_audit WHERE vendor = $1 AND source_id = $2 RETURNING NULL::bigint AS document_id', params: [vendor, sourceId] },
     { table: 'source_failures', sql: 'DELETE FROM source_failures WHERE vendor = $1 AND source_id = $2 RETURNING NULL::bigint AS document_id', params: [vendor, sourceId] },
-    { table: 'sources', sql: DELETE_SOURCE_SQL, params: [vendor, sourceId] },
   ];
 }
-
-/**
- * A document holds the PDF of whoever's delivery points at it; content is stored once (by sha256),
- * so the same PDF may belong to another patient's or clinic's delivery too: then it stays. Run
- * after the deliveries and programs are deleted, in the same transaction, so they no longer count.
- */
-const DELETE_DOCUMENTS = `DELETE FROM documents d WHERE d.id = ANY ($1::bigint[])
-  AND NOT EXISTS (SELECT 1 FROM physitrack_deliveries x WHERE x.document_id = d.id)
-  AND NOT EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id)
-  RETURNING d.storage, d.storage_key`;
 
 const RECORD = `WITH recorded AS (
   INSERT INTO erasures (scope, vendor, source_id, patient_hash, counts) VALUES ($1, $2, $3, $4, $5::jsonb)
@@ -127,26 +125,12 @@ const RECORD = `WITH recorded AS (
 )
 SELECT id::text AS id FROM recorded, (SELECT count(*) FROM notified) AS n`;
 
-async function inTransaction<T>(db: Database, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await poolOf(db).connect();
-  let broken: Error | undefined;
-  try {
-    await client.query('BEGIN');
-    const result = await work(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch((rollbackErr: Error) => void (broken = rollbackErr));
-    throw err;
-  } finally {
-    client.release(broken);
-  }
-}
-
 interface Run {
   steps: Step[];
   /** Offboarding without --erase-data: refuse, under the lock, when the source delivered anything. */
   refuseIfData?: boolean;
+  /** Offboarding with --erase-data: refuse while the source is active (checked on its locked row). */
+  requireDisabled?: boolean;
   /** The patient of a patient's erasure; undefined for a source's. */
   patientId?: string;
   record: { scope: 'patient' | 'source'; vendor: Vendor; sourceId: string; patientHash: string | null };
@@ -158,8 +142,14 @@ async function erase(db: Database, pdfDir: string, run: Run, dryRun: boolean): P
   const outcome = await inTransaction(db, async (client) => {
     const { vendor, sourceId } = run.record;
     // Waits for the writes of this patient (or source) in flight, and holds off new ones until COMMIT.
-    const key = run.patientId === undefined ? sourceLockKey('$1', '$2') : patientLockKey('$1', '$2', '$3');
-    await client.query(`SELECT pg_advisory_xact_lock(${key})`, run.patientId === undefined ? [vendor, sourceId] : [vendor, sourceId, run.patientId]);
+    // A patient's erasure holds its source's lock shared, as writes do: an offboarding of that
+    // source waits for it, instead of deleting the same rows alongside.
+    if (run.patientId === undefined) {
+      await client.query(`SELECT pg_advisory_xact_lock(${sourceLockKey('$1', '$2')})`, [vendor, sourceId]);
+    } else {
+      await client.query(`SELECT pg_advisory_xact_lock_shared(${sourceLockKey('$1', '$2')})`, [vendor, sourceId]);
+      await client.query(`SELECT pg_advisory_xact_lock(${patientLockKey('$1', '$2', '$3')})`, [vendor, sourceId, run.patientId]);
+    }
     // Checked under the lock: no delivery can commit between the check and the delete.
     if (run.refuseIfData) {
       const held = Object.entries(await sourceDataCounts(client, vendor, sourceId)).filter(([, n]) => n > 0);
@@ -168,14 +158,16 @@ async function erase(db: Database, pdfDir: string, run: Run, dryRun: boolean): P
     const counts: ErasureCounts = {};
     const documentIds = new Set<string>();
     for (const step of run.steps) {
-      const { rows, rowCount } = await client.query<{ document_id?: string | null }>(step.sql, step.params);
-      counts[step.table] = rowCount ?? 0;
+      const { rows, rowCount } = await client.query<{ document_id?: string | null; status?: string }>(step.sql, step.params);
+      counts[step.table] = (counts[step.table] ?? 0) + (rowCount ?? 0);
+      if (step.table === 'sources' && run.requireDisabled && rows[0]?.status === 'active') throw new SourceActiveError();
       for (const row of rows) if (row.document_id) documentIds.add(String(row.document_id));
     }
+    // After the deliveries and programs are deleted, so they no longer count as references. The
+    // same PDF (stored once, by sha256) may belong to another patient's or clinic's delivery: then it stays.
     if (documentIds.size > 0 || run.record.vendor === 'physitrack') {
-      const { rows } = await client.query<DeletedDocument>(DELETE_DOCUMENTS, [[...documentIds]]);
-      counts.documents = rows.length;
-      documents = rows;
+      documents = await deleteUnreferencedDocuments(client, [...documentIds]);
+      counts.documents = documents.length;
     }
     // A dry run counts inside the transaction and rolls it back: the counts are exactly what it would remove.
     if (dryRun) throw new DryRun(counts);
@@ -223,11 +215,24 @@ export class SourceHasDataError extends Error {
 }
 
 /**
+ * Erasing what a source delivered while it is still active would leave the deliveries that commit
+ * after it (the vendor still sending, a replica's spool, the 2 s before every replica hears of the
+ * deletion) under a source id that no longer exists, and no one to erase them.
+ */
+export class SourceActiveError extends Error {
+  override readonly name = 'SourceActiveError';
+  constructor() {
+    super('the source is active');
+  }
+}
+
+/**
  * Offboarding: the source itself and every row it delivered; its URL then answers 404. With
- * `keepData` (no --erase-data) it refuses with SourceHasDataError when the source delivered anything.
+ * `keepData` (no --erase-data) it refuses with SourceHasDataError when the source delivered anything;
+ * without, with SourceActiveError unless the source was disabled first (a dry run only counts).
  */
 export function eraseSource(db: Database, pdfDir: string, { vendor, sourceId, dryRun, keepData = false }: { vendor: Vendor; sourceId: string; dryRun: boolean; keepData?: boolean }): Promise<ErasureResult> {
-  const run: Run = { steps: sourceSteps(vendor, sourceId), refuseIfData: keepData, record: { scope: 'source', vendor, sourceId, patientHash: null } };
+  const run: Run = { steps: sourceSteps(vendor, sourceId), refuseIfData: keepData, requireDisabled: !keepData && !dryRun, record: { scope: 'source', vendor, sourceId, patientHash: null } };
   return erase(db, pdfDir, run, dryRun);
 }
 

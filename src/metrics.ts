@@ -67,14 +67,21 @@ export function createMetrics(db: Database, sources: MetricsSources = {}) {
   spoolGauges(registry, sources);
 
   let lastFigures: { at: number; figures: Promise<QueueFigures | undefined> } | undefined;
-  // One query serves the three gauges, shared by every scrape within a second (single flight). While
+  let reading: Promise<QueueFigures | undefined> | undefined;
+  // One query serves the gauges, shared by every scrape while it runs and for a second after it
+  // answered (single flight: a query slower than a second never runs twice at once). While
   // PostgreSQL is away they are absent (not stale, not zero), and the rest of the scrape (the
   // spool's figures above all) still answers.
   const collectQueue = async () => {
-    if (!lastFigures || Date.now() - lastFigures.at >= FIGURES_MAX_AGE_MS) {
-      lastFigures = { at: Date.now(), figures: readQueueFigures(db).catch(() => undefined) };
-    }
-    return lastFigures.figures;
+    if (reading) return reading;
+    if (lastFigures && Date.now() - lastFigures.at < FIGURES_MAX_AGE_MS) return lastFigures.figures;
+    reading = readQueueFigures(db).catch(() => undefined);
+    const figures = reading;
+    void figures.then(() => {
+      lastFigures = { at: Date.now(), figures };
+      reading = undefined;
+    });
+    return figures;
   };
   new Gauge({
     name: 'physitrack_deliveries',

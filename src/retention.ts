@@ -1,6 +1,7 @@
 import { unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { Database } from './db/client.js';
+import { inTransaction, type Database } from './db/client.js';
+import { deleteUnreferencedDocuments, type DeletedDocument } from './storage/document-rows.js';
 
 /** Shorter retention is refused: it is almost certainly a typo (30m for 30d), and data is lost. */
 export const MIN_RETENTION_MS = 3_600_000;
@@ -73,12 +74,12 @@ const RULES: TableRule[] = [
  * deletes them. A concurrent run therefore deletes other rows, never the same ones, and nothing
  * waits on a long lock. The CTE with FOR UPDATE is evaluated exactly once.
  */
-function batchDelete({ table, key, where }: TableRule, returning = ''): string {
+function batchDelete({ table, key, where }: TableRule): string {
   const columns = (alias: string) => `(${key.map((column) => `${alias}.${column}`).join(', ')})`;
   return `WITH batch AS (
   SELECT ${key.map((column) => `t.${column}`).join(', ')} FROM ${table} t WHERE ${where} LIMIT $2 FOR UPDATE OF t SKIP LOCKED
 )
-DELETE FROM ${table} x USING batch WHERE ${columns('x')} = ${columns('batch')}${returning}`;
+DELETE FROM ${table} x USING batch WHERE ${columns('x')} = ${columns('batch')}`;
 }
 
 const STORAGE_KEY = /^([0-9a-f]{2})\/([0-9a-f]{64})\.pdf$/;
@@ -108,10 +109,7 @@ export async function removeFiles(db: Database, pdfDir: string, rows: DeletedDoc
   }
 }
 
-export interface DeletedDocument {
-  storage: string;
-  storage_key: string | null;
-}
+export type { DeletedDocument };
 
 async function countOnly(db: Database, cutoff: string, includeDocuments: boolean, result: PurgeResult): Promise<void> {
   for (const rule of RULES) {
@@ -155,16 +153,22 @@ export async function purge(db: Database, options: PurgeOptions): Promise<PurgeR
   for (const rule of RULES) {
     if (rule.table === 'documents' && !includeDocuments) continue;
     for (;;) {
-      let deleted: number;
       if (rule.table === 'documents') {
-        const rows = await db.$queryRawUnsafe<DeletedDocument[]>(batchDelete(rule, ' RETURNING x.storage, x.storage_key'), clock!.text, batchSize);
+        // Candidates first, then deleteUnreferencedDocuments judges them again on a new snapshot:
+        // a delivery given one of them meanwhile (the same PDF downloaded again) keeps it.
+        const { candidates, rows } = await inTransaction(db, async (client) => {
+          const locked = await client.query<{ id: string }>(`SELECT t.id FROM documents t WHERE ${rule.where} LIMIT $2 FOR UPDATE OF t SKIP LOCKED`, [clock!.text, batchSize]);
+          const ids = locked.rows.map((row) => row.id);
+          return { candidates: ids.length, rows: await deleteUnreferencedDocuments(client, ids) };
+        });
         await removeFiles(db, pdfDir, rows, result.files);
-        deleted = rows.length;
+        result.counts.documents += rows.length;
+        if (candidates === 0) break;
       } else {
-        deleted = await db.$executeRawUnsafe(batchDelete(rule), clock!.text, batchSize);
+        const deleted = await db.$executeRawUnsafe(batchDelete(rule), clock!.text, batchSize);
+        result.counts[rule.table] += deleted;
+        if (deleted === 0) break;
       }
-      result.counts[rule.table] += deleted;
-      if (deleted === 0) break;
     }
   }
   return result;

@@ -88,3 +88,23 @@ export async function closeDatabase(db: Database): Promise<void> {
   if (!pools) return;
   for (const pool of [pools.main, pools.reserved]) if (!pool.ended) await pool.end();
 }
+
+/**
+ * Runs `work` in one transaction on a connection of the main pool: COMMIT when it resolves,
+ * ROLLBACK when it throws. A connection whose ROLLBACK failed is dropped, not reused.
+ */
+export async function inTransaction<T>(db: Database, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await poolOf(db).connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch((rollbackErr: Error) => void (broken = rollbackErr));
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}

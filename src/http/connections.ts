@@ -60,7 +60,8 @@ export function serverFactory(limits: ConnectionLimits): FastifyServerFactory {
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     };
     const listener = boundInFlight(handler as http.RequestListener, limits.onPipelineFlood);
-    const server = limits.tls ? https.createServer({ ...limits.tls, ...timeouts }, listener) : http.createServer(timeouts, listener);
+    // A TLS handshake that never starts or ends holds its connection as long as Node's default (120 s).
+    const server = limits.tls ? https.createServer({ ...limits.tls, ...timeouts, handshakeTimeout: limits.requestTimeoutMs }, listener) : http.createServer(timeouts, listener);
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     // A connection silent this long (no request, no bytes) is closed.
     server.setTimeout(limits.requestTimeoutMs);

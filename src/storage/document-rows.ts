@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { poolOf, type Database } from '../db/client.js';
+import type pg from 'pg';
+import { inTransaction, poolOf, type Database } from '../db/client.js';
 
 export type StorageErrorCode =
   | 'STORAGE_ERR_MISMATCH' // commit was asked for other bytes than were written: a caller bug
@@ -117,18 +118,35 @@ export async function readDocument(db: Database, documentId: bigint): Promise<Do
   };
 }
 
+export interface DeletedDocument {
+  storage: string;
+  storage_key: string | null;
+}
+
+const LOCK_DOCUMENTS = 'SELECT id FROM documents WHERE id = ANY ($1::bigint[]) ORDER BY id FOR UPDATE';
+
+const DELETE_UNREFERENCED = `DELETE FROM documents d WHERE d.id = ANY ($1::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM physitrack_deliveries x WHERE x.document_id = d.id)
+  AND NOT EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id)
+  RETURNING d.storage, d.storage_key`;
+
 /**
- * Deletes a document that nothing points at (no delivery, no program's current document): the PDF
- * of a delivery that was erased while it was being downloaded. Resolves with what its file needs,
- * or undefined when it is referenced (then it stays).
+ * Deletes those of `ids` that nothing points at (no delivery, no program's current document), in
+ * the caller's transaction; resolves with what their files need. Two statements on purpose: FOR
+ * UPDATE waits for a transaction that is making a delivery point at one of them (its foreign-key
+ * check holds a KEY SHARE lock on the row) and then holds off new ones until COMMIT; the DELETE, a
+ * new statement under READ COMMITTED, then sees that pointer. In one statement NOT EXISTS would be
+ * judged on a snapshot taken before the wait, and take the PDF another patient's delivery had just
+ * been given (its document_id set to NULL by the foreign key, its file removed).
  */
-export async function deleteUnreferencedDocument(db: Database, documentId: bigint): Promise<{ storage: string; storage_key: string | null } | undefined> {
-  const { rows } = await poolOf(db).query<{ storage: string; storage_key: string | null }>(
-    `DELETE FROM documents d WHERE d.id = $1
-       AND NOT EXISTS (SELECT 1 FROM physitrack_deliveries x WHERE x.document_id = d.id)
-       AND NOT EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id)
-     RETURNING d.storage, d.storage_key`,
-    [documentId],
-  );
-  return rows[0];
+export async function deleteUnreferencedDocuments(client: pg.ClientBase, ids: readonly string[]): Promise<DeletedDocument[]> {
+  if (ids.length === 0) return [];
+  await client.query(LOCK_DOCUMENTS, [ids]);
+  return (await client.query<DeletedDocument>(DELETE_UNREFERENCED, [ids])).rows;
+}
+
+/** One document, in a transaction of its own: the PDF of a delivery that was erased while it was being downloaded. */
+export async function deleteUnreferencedDocument(db: Database, documentId: bigint): Promise<DeletedDocument | undefined> {
+  const [row] = await inTransaction(db, (client) => deleteUnreferencedDocuments(client, [String(documentId)]));
+  return row;
 }

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { WebhookError } from '../errors.js';
 import { withDeadline } from '../deadline.js';
 
@@ -12,6 +13,12 @@ export async function storeWithinDeadline<T>(write: () => Promise<T>, remainingM
     return await withDeadline(write(), remainingMs);
   } catch (err) {
     onFailure();
+    // A data exception (SQLSTATE class 22) is this delivery's own: it would fail the same way on
+    // every retry, so it is a 400 that says so, not a 503 that invites the retries.
+    const code = (err as { code?: unknown }).code;
+    if (err instanceof pg.DatabaseError && typeof code === 'string' && code.startsWith('22')) {
+      throw new WebhookError('WH_ERR_BAD_PAYLOAD', `PostgreSQL cannot store a value of this delivery (SQLSTATE ${code})`, { cause: err });
+    }
     throw new WebhookError('WH_ERR_UNAVAILABLE', undefined, { cause: err });
   }
 }

@@ -36,40 +36,90 @@ function nestingExceeds(text: string, limit: number): boolean {
 export function parseJsonBody(raw: Buffer): unknown {
   const text = raw.toString('utf8');
   if (nestingExceeds(text, MAX_DEPTH)) throw new WebhookError('WH_ERR_BAD_JSON', `The JSON is nested deeper than ${MAX_DEPTH} levels`);
-  // PostgreSQL's jsonb cannot hold a NUL character; refuse it here with a reason the sender can act on.
-  if (text.includes('\\u0000')) throw new WebhookError('WH_ERR_BAD_JSON', 'The JSON contains a \\u0000 character, which cannot be stored');
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
     throw new WebhookError('WH_ERR_BAD_JSON');
   }
-  // JSON allows a lone UTF-16 surrogate (\ud800); PostgreSQL refuses it. Refusing it here makes it
-  // a 400 the sender can act on, instead of a write that fails on every retry.
-  if (hasLoneSurrogate(value)) throw new WebhookError('WH_ERR_BAD_JSON', 'The JSON contains a lone UTF-16 surrogate, which cannot be stored');
+  // PostgreSQL's jsonb cannot hold a NUL character nor a lone UTF-16 surrogate (\ud800), which JSON
+  // allows. Refusing them here makes a 400 the sender can act on, instead of a write that fails on
+  // every retry. (Checked on the parsed strings: the text's "\\u0000" is an escaped backslash.)
+  const unstorable = unstorableText(value);
+  if (unstorable) throw new WebhookError('WH_ERR_BAD_JSON', `The JSON contains ${unstorable}, which cannot be stored`);
+  const outOfRange = numberOutOfRange(text);
+  if (outOfRange) throw new WebhookError('WH_ERR_BAD_JSON', `The JSON contains a number that cannot be stored exactly (${outOfRange})`);
   return value;
 }
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
+const describeUnstorable = (text: string) => (text.includes('\u0000') ? 'a \\u0000 character' : LONE_SURROGATE.test(text) ? 'a lone UTF-16 surrogate' : undefined);
+
 /** Every key and string, walked without recursion (nesting is already bounded). */
-function hasLoneSurrogate(root: unknown): boolean {
+function unstorableText(root: unknown): string | undefined {
   const pending: unknown[] = [root];
   while (pending.length > 0) {
     const value = pending.pop();
     if (typeof value === 'string') {
-      if (LONE_SURROGATE.test(value)) return true;
+      const found = describeUnstorable(value);
+      if (found) return found;
     } else if (Array.isArray(value)) {
       // One by one: spread into push(), a large array exceeds the call's argument limit (RangeError).
       for (const item of value) pending.push(item);
     } else if (typeof value === 'object' && value !== null) {
       for (const [key, child] of Object.entries(value)) {
-        if (LONE_SURROGATE.test(key)) return true;
+        const found = describeUnstorable(key);
+        if (found) return found;
         pending.push(child);
       }
     }
   }
-  return false;
+  return undefined;
+}
+
+/** PostgreSQL's numeric, which jsonb keeps numbers in: at most this many digits before the point, and after. */
+const MAX_INTEGER_DIGITS = 131_072;
+const MAX_FRACTION_DIGITS = 16_383;
+const NUMBER = /-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?/g;
+
+/**
+ * A number whose value PostgreSQL's numeric cannot hold (1e131072, 1e-16384, or 140,000 digits):
+ * the write would fail on every retry. Numbers are read outside strings, one linear pass.
+ */
+function numberOutOfRange(text: string): string | undefined {
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++;
+      else if (c === 34) inString = false;
+      continue;
+    }
+    if (c === 34) {
+      inString = true;
+      continue;
+    }
+    if (c !== 45 && (c < 48 || c > 57)) continue;
+    NUMBER.lastIndex = i;
+    const match = NUMBER.exec(text);
+    let end = i;
+    while (end < text.length && /[-+.\deE]/.test(text[end]!)) end++;
+    if (match && match.index === i && NUMBER.lastIndex === end) {
+      const [, integer, fraction = '', exponentText = '0'] = match;
+      const exponent = Number(exponentText);
+      const significant = integer!.replace(/^0+/, '') + fraction;
+      if (/[1-9]/.test(significant)) {
+        const integerDigits = integer!.replace(/^0+/, '').length + exponent;
+        const fractionDigits = fraction.replace(/0+$/, '').length - exponent;
+        // Described, never quoted: the number is the sender's data, and the reason is logged.
+        if (integerDigits > MAX_INTEGER_DIGITS) return `over ${MAX_INTEGER_DIGITS} digits before the decimal point`;
+        if (fractionDigits > MAX_FRACTION_DIGITS) return `over ${MAX_FRACTION_DIGITS} digits after the decimal point`;
+      }
+    }
+    i = end - 1;
+  }
+  return undefined;
 }
 
 const WHITESPACE = new Set([0x20, 0x09, 0x0a, 0x0d]);

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { scramVerifier } from '../../src/cli/commands/db.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { cli } from '../cli/operator/helpers.js';
 
@@ -18,11 +19,14 @@ beforeAll(async () => {
 });
 // Roles belong to the whole cluster: one name per run, dropped once its database (and grants) are gone.
 const ROLE = `pms_reader_${process.pid}`;
+const GRANTED = `pms_granted_${process.pid}`;
+const SCRAM = `pms_scram_${process.pid}`;
 afterAll(async () => {
   await database.drop();
   const admin = new pg.Client({ connectionString: inject('databaseAdminUrl') });
   await admin.connect();
-  await admin.query(`DROP ROLE IF EXISTS ${ROLE}`).finally(() => admin.end());
+  for (const role of [ROLE, GRANTED, SCRAM]) await admin.query(`DROP ROLE IF EXISTS ${role}`);
+  await admin.end();
 });
 
 /** Every view of the schema with its columns (name and type), in order. */
@@ -61,6 +65,8 @@ describe('the read contract (receiver_v1)', () => {
     const granted = await cli(['db', 'grant-reader', ROLE, '--password-stdin'], { DATABASE_URL: database.url }, { stdin: password });
     expect(granted.code, granted.stderr).toBe(0);
     expect(granted.stdout).toContain(`Created role ${ROLE}`);
+    const stored = (await database.pool.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [ROLE])).rows[0].rolpassword as string;
+    expect(stored).toMatch(/^SCRAM-SHA-256\$4096:/);
     // Again: an update, not an error.
     expect((await cli(['db', 'grant-reader', ROLE], { DATABASE_URL: database.url })).stdout).toMatch(/Updated role/);
 
@@ -79,6 +85,40 @@ describe('the read contract (receiver_v1)', () => {
       await expect(reader.query(`DELETE FROM receiver_v1.patiro_patients`)).rejects.toThrow(/read-only transaction|permission denied/);
     } finally {
       await reader.end();
+    }
+  });
+
+  it('refuses a role that views would not limit: the one it connects as, a superuser, one that reads the tables', async () => {
+    const env = { DATABASE_URL: database.url };
+    const self = (await database.pool.query<{ name: string; is_super: boolean }>('SELECT current_user AS name, rolsuper AS is_super FROM pg_roles WHERE rolname = current_user')).rows[0]!;
+    const refusedSelf = await cli(['db', 'grant-reader', self.name], env);
+    expect(refusedSelf.code).toBe(2);
+    expect(refusedSelf.stderr).toMatch(/the role this command connects as/);
+    await database.pool.query(`CREATE ROLE ${GRANTED} LOGIN`);
+    await database.pool.query(`GRANT SELECT ON public.sources TO ${GRANTED}`);
+    const refusedGranted = await cli(['db', 'grant-reader', GRANTED], env);
+    expect(refusedGranted.code).toBe(2);
+    expect(refusedGranted.stderr).toMatch(/already able to read the tables/);
+    // Nothing was changed: it is not made read-only by default.
+    const settings = await database.pool.query(`SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = $1`, [GRANTED]);
+    expect(settings.rows).toEqual([]);
+    const nonAscii = await cli(['db', 'grant-reader', `${ROLE}_x`, '--password-stdin'], env, { stdin: 'pässwörd-0123456789' });
+    expect(nonAscii.code).toBe(2);
+    expect(nonAscii.stderr).toMatch(/printable ASCII/);
+  });
+
+  it('sends the password as the SCRAM-SHA-256 verifier PostgreSQL itself makes of it', async () => {
+    const password = 'a password, 0123456789!';
+    const client = await database.pool.connect();
+    try {
+      await client.query(`SET password_encryption = 'scram-sha-256'`);
+      await client.query(`CREATE ROLE ${SCRAM} PASSWORD ${client.escapeLiteral(password)}`);
+      const [row] = (await client.query<{ verifier: string }>('SELECT rolpassword AS verifier FROM pg_authid WHERE rolname = $1', [SCRAM])).rows;
+      const [, iterations, salt] = /^SCRAM-SHA-256\$(\d+):([^$]+)\$/.exec(row!.verifier)!;
+      expect(scramVerifier(password, Buffer.from(salt!, 'base64'), Number(iterations))).toBe(row!.verifier);
+      expect(scramVerifier(`${password}x`, Buffer.from(salt!, 'base64'), Number(iterations))).not.toBe(row!.verifier);
+    } finally {
+      client.release();
     }
   });
 });

@@ -7,7 +7,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { newReceipt } from '../../src/audit.js';
 import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
 import { insertDeliveries } from '../../src/downloads/intake.js';
-import { ERASURE_COVERAGE, erasePatient, eraseSource, patientHashOf } from '../../src/erasure.js';
+import { ERASURE_COVERAGE, erasePatient, eraseSource, patientHashOf, SourceActiveError } from '../../src/erasure.js';
+import { purge } from '../../src/retention.js';
+import { setSourceStatus } from '../../src/sources/sources-table.js';
 import { addSource } from '../../src/sources/manage.js';
 import { createStorage } from '../../src/storage/pdf-storage.js';
 import { toPatiroEvent } from '../../src/webhooks/patiro-payload.js';
@@ -193,6 +195,80 @@ describe('erasing a patient while their PDF is being downloaded', () => {
   });
 });
 
+describe('a document another delivery is being given meanwhile', () => {
+  // The same PDF (one document, by sha256) downloaded for p-2 while p-1, the only one pointing at it
+  // so far, is erased: the transaction giving it to p-2 holds the row's KEY SHARE lock (its foreign
+  // key), the erasure waits for it, and must then see p-2's pointer and keep the document.
+  it.each(['erasure', 'retention purge'])('stays with that delivery after %s', async (remover) => {
+    const pdf = fakePdf(5200);
+    const documentId = await downloaded(CLINIC_A, 'p-1', pdf);
+    const [other] = await insertDeliveries(db, [newDelivery({ patientId: 'p-2', fileUrl: 'https://files.physitrack.com/other.pdf' }, { sourceId: CLINIC_A })]);
+    const giving = new pg.Client({ connectionString: database.url });
+    await giving.connect();
+    try {
+      await giving.query('BEGIN');
+      await giving.query(`UPDATE physitrack_deliveries SET download_status = 'done', document_id = $2 WHERE id = $1`, [other!.id, documentId]);
+      let removing: Promise<unknown>;
+      if (remover === 'erasure') {
+        removing = erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
+      } else {
+        // p-1's delivery and program are gone; the document is old and, as far as the purge can see, unreferenced.
+        await database.pool.query(`DELETE FROM physitrack_deliveries WHERE patient_id = 'p-1'`);
+        await database.pool.query(`DELETE FROM physitrack_programs WHERE patient_id = 'p-1'`);
+        await database.pool.query(`UPDATE documents SET created_at = now() - interval '30 days'`);
+        removing = purge(db, { olderThanMs: 7 * 24 * 3_600_000, dryRun: false, includeDocuments: true, pdfDir });
+      }
+      // The remover is waiting for the row lock (or, for the purge, skipped it); give it time to get there.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await giving.query('COMMIT');
+      await removing;
+    } finally {
+      await giving.end();
+    }
+    const { rows } = await database.pool.query('SELECT document_id::text AS id FROM physitrack_deliveries WHERE id = $1', [other!.id]);
+    expect(rows[0].id).toBe(documentId);
+    expect((await database.pool.query('SELECT count(*)::int AS n FROM documents WHERE id = $1', [documentId])).rows[0].n).toBe(1);
+    const [key] = (await database.pool.query<{ storage_key: string }>('SELECT storage_key FROM documents WHERE id = $1', [documentId])).rows;
+    expect(existsSync(path.join(pdfDir, key!.storage_key))).toBe(true);
+  });
+});
+
+describe('a patient erased while their source is offboarded', () => {
+  it('waits for the offboarding, and both end consistent', async () => {
+    const source = await addSource(db, [Buffer.from(TEST_SOURCES_KEY, 'base64')], { vendor: 'patiro', name: 'Clinic D' });
+    await writePatiroBatch(db, [patiro(source.row.id, 'p-1', 'PatientRevealed'), patiro(source.row.id, 'p-1'), patiro(source.row.id, 'p-2')]);
+    await setSourceStatus(db, source.row.id, 'disabled');
+    const both = await Promise.all([
+      eraseSource(db, pdfDir, { vendor: 'patiro', sourceId: source.row.id, dryRun: false }),
+      erasePatient(db, pdfDir, { vendor: 'patiro', sourceId: source.row.id, patientId: 'p-1', dryRun: false }),
+    ]);
+    const erased = both.reduce((sum, r) => sum + (r.counts.patiro_events ?? 0), 0);
+    expect(erased).toBe(3);
+    expect((await database.pool.query('SELECT count(*)::int AS n FROM patiro_events WHERE source_id = $1', [source.row.id])).rows[0].n).toBe(0);
+  });
+});
+
+describe('events stored before patient_id was written with them', () => {
+  it('are found by a string or number id in their data, never by an object id', async () => {
+    const events = [
+      { ...patiro(CLINIC_A, 'p-old', 'PatientRevealed') },
+      { ...patiro(CLINIC_A, 'x', 'PatientUpdated'), event: toPatiroEvent({ eventId: 'e-num', eventType: 'PatientUpdated', data: { id: 42, name: 'n' } }) },
+      { ...patiro(CLINIC_A, 'x', 'PatientUpdated'), event: toPatiroEvent({ eventId: 'e-obj', eventType: 'PatientUpdated', data: { id: { value: '42' }, name: 'n' } }) },
+    ];
+    await writePatiroBatch(db, events);
+    await database.pool.query(`UPDATE patiro_events SET patient_id = NULL WHERE source_id = $1`, [CLINIC_A]);
+    const view = await database.pool.query(`SELECT event_id, patient_id FROM receiver_v1.patiro_events WHERE source_id = $1 ORDER BY event_id`, [CLINIC_A]);
+    expect(view.rows.find((r) => r.event_id === 'e-obj').patient_id).toBeNull();
+    expect(view.rows.find((r) => r.event_id === 'e-num').patient_id).toBe('42');
+
+    expect((await erasePatient(db, pdfDir, { vendor: 'patiro', sourceId: CLINIC_A, patientId: 'p-old', dryRun: false })).counts.patiro_events).toBe(1);
+    expect((await erasePatient(db, pdfDir, { vendor: 'patiro', sourceId: CLINIC_A, patientId: '42', dryRun: false })).counts.patiro_events).toBe(1);
+    // The event with an object id stays: its data's text is no patient's id.
+    const left = await database.pool.query(`SELECT event_id FROM patiro_events WHERE source_id = $1`, [CLINIC_A]);
+    expect(left.rows).toEqual([{ event_id: 'e-obj' }]);
+  });
+});
+
 describe('offboarding a source', () => {
   it('removes the source and every row it delivered, and nothing of the others', async () => {
     const a = await addSource(db, [Buffer.from(TEST_SOURCES_KEY, 'base64')], { vendor: 'physitrack', name: 'Clinic A' });
@@ -204,6 +280,13 @@ describe('offboarding a source', () => {
     await database.pool.query(`INSERT INTO webhook_audit (source_id, vendor, event_id, status_code, body_sha256, receipt_id) VALUES ($1, 'physitrack', '1', 204, 'x', gen_random_uuid())`, [a.row.id]);
     await database.pool.query(`INSERT INTO source_failures (vendor, source_id, at, reason) VALUES ('physitrack', $1, now(), 'bad_api_key')`, [a.row.id]);
     const before = await snapshot();
+
+    // Active, it is refused and nothing is removed; a dry run still counts.
+    await expect(eraseSource(db, pdfDir, { vendor: 'physitrack', sourceId: a.row.id, dryRun: false })).rejects.toBeInstanceOf(SourceActiveError);
+    expect(await snapshot()).toEqual(before);
+    expect((await eraseSource(db, pdfDir, { vendor: 'physitrack', sourceId: a.row.id, dryRun: true })).counts).toMatchObject({ physitrack_deliveries: 2, sources: 1 });
+    await setSourceStatus(db, a.row.id, 'disabled');
+    const disabled = await snapshot();
 
     const result = await eraseSource(db, pdfDir, { vendor: 'physitrack', sourceId: a.row.id, dryRun: false });
     expect(result.counts).toMatchObject({ physitrack_deliveries: 2, physitrack_programs: 2, documents: 1, sources: 1, source_failures: 1 });
@@ -218,7 +301,7 @@ describe('offboarding a source', () => {
       expect(left.rows[0].n, table).toBe(0);
     }
     expect(await snapshot()).toEqual(
-      without(before, (table, row) => {
+      without(disabled, (table, row) => {
         if (table === 'documents') return row.size_bytes === 4100;
         if (table === 'sources') return row.id === a.row.id;
         return row.source_id === a.row.id;

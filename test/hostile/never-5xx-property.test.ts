@@ -21,7 +21,9 @@ afterAll(async () => {
 });
 
 const oddNumber = fc.oneof(
-  fc.constantFrom('9007199254740993', '1e309', '-1e309', '-0', '0.1000000000000000055511151231257827', '1E-400', '123456789012345678901234567890'),
+  fc.constantFrom('9007199254740993', '1e309', '-1e309', '-0', '0.1000000000000000055511151231257827', '1E-400', '123456789012345678901234567890',
+    // Beyond what PostgreSQL's numeric holds: refused as bad input, never a write failing on every retry.
+    '1e131072', '1e-16384', '1e999999999', '-12e131071', `1${'0'.repeat(140_000)}`),
   fc.double().map(String).filter((n) => Number.isFinite(Number(n))),
 );
 const oddDate = fc.oneof(

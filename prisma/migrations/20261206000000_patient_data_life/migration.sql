@@ -4,9 +4,9 @@
 SET LOCAL lock_timeout = '10s';
 
 -- The patient an event is about (data.id as sent), written with the event from now on, so that an
--- erasure finds a patient's events by key. Rows written before are found by their data.
+-- erasure finds a patient's events by key (its index: the next migration). Rows written before are
+-- found by their data.
 ALTER TABLE "patiro_events" ADD COLUMN "patient_id" TEXT;
-CREATE INDEX "patiro_events_source_id_patient_id_idx" ON "patiro_events"("source_id", "patient_id") WHERE "patient_id" IS NOT NULL;
 
 -- When a download reached its end (done, failed or expired): a PMS that was away finds them by time.
 ALTER TABLE "physitrack_deliveries" ADD COLUMN "finished_at" TIMESTAMPTZ(3);

@@ -1,3 +1,4 @@
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import pg from 'pg';
 import { command, EXIT, UsageError } from '../output.js';
@@ -13,8 +14,33 @@ async function readPassword(stdin: Readable | undefined): Promise<string> {
   for await (const chunk of stdin) chunks.push(Buffer.from(chunk as Uint8Array));
   const password = Buffer.concat(chunks).toString('utf8').trim();
   if (password.length < 16) throw new UsageError('the password must be at least 16 characters');
+  // Printable ASCII is what SASLprep leaves as it is, so the verifier below matches what PostgreSQL checks.
+  if (!/^[\x20-\x7e]+$/.test(password)) throw new UsageError('the password must be printable ASCII (letters, digits, punctuation, spaces)');
   return password;
 }
+
+/**
+ * The SCRAM-SHA-256 verifier PostgreSQL stores for a password (RFC 5802, 4096 iterations as its
+ * default), computed here as psql's \password does: the server, and any statement log it keeps,
+ * sees only the verifier, never the password.
+ */
+export function scramVerifier(password: string, salt = randomBytes(16), iterations = 4096): string {
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  const hmac = (key: Buffer, text: string) => createHmac('sha256', key).update(text).digest();
+  const storedKey = createHash('sha256').update(hmac(salted, 'Client Key')).digest();
+  const serverKey = hmac(salted, 'Server Key');
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+/**
+ * Why an existing role cannot be the reader: granting it SELECT on the views and making its
+ * transactions read-only by default would not take away what it already has (and for the service's
+ * own role would make the service's transactions read-only).
+ */
+const UNFIT_READER = `SELECT r.rolname = current_user AS is_current, r.rolsuper AS is_super, r.rolbypassrls AS bypasses_rls,
+  EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND has_table_privilege(r.oid, c.oid, 'SELECT')) AS reads_tables
+FROM pg_roles r WHERE r.rolname = $1`;
 
 const grantReader = command<{ role: string; passwordStdin: boolean }>({
   path: ['db', 'grant-reader'],
@@ -23,8 +49,10 @@ const grantReader = command<{ role: string; passwordStdin: boolean }>({
   details: `Creates ROLE if it does not exist (with LOGIN), grants it USAGE on the read contract's schema and
 SELECT on its views, and makes its transactions read-only. It gets nothing on the tables themselves:
 not sources.credentials, not the queue's bookkeeping. Run it again after an upgrade that adds a view
-or a new version of the contract. Needs DATABASE_URL of the owner of the tables.
-  --password-stdin   set the role's password from standard input (16 characters or more)`,
+or a new version of the contract. Needs DATABASE_URL of the owner of the tables. Refuses a role that
+is the one it connects as, a superuser, or can already read the tables: views would not limit it.
+  --password-stdin   set the role's password from standard input (16 printable ASCII characters or
+                     more); only its SCRAM-SHA-256 verifier is sent, so no server log can hold it`,
   options: { 'password-stdin': { type: 'boolean' } },
   parse(values, positionals) {
     if (positionals.length !== 1) throw new UsageError('give exactly one role name');
@@ -41,9 +69,19 @@ or a new version of the contract. Needs DATABASE_URL of the owner of the tables.
       const schemas = (await client.query<{ name: string }>('SELECT nspname AS name FROM pg_namespace WHERE nspname = ANY($1) ORDER BY 1', [READ_SCHEMAS])).rows.map((r) => r.name);
       if (schemas.length === 0) throw new UsageError('the database has no read contract yet: apply the migrations first');
       await client.query('BEGIN');
-      const exists = (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount === 1;
+      const [existing] = (await client.query<Record<'is_current' | 'is_super' | 'bypasses_rls' | 'reads_tables', boolean>>(UNFIT_READER, [role])).rows;
+      const exists = existing !== undefined;
+      if (existing) {
+        const why = [
+          existing.is_current && 'the role this command connects as',
+          existing.is_super && 'a superuser',
+          existing.bypasses_rls && 'allowed to bypass row security',
+          existing.reads_tables && 'already able to read the tables (their owner, or granted)',
+        ].filter(Boolean);
+        if (why.length > 0) throw new UsageError(`role ${role} is ${why.join(', ')}: it cannot be made a reader of the views only; choose a new role name`);
+      }
       if (!exists) await client.query(`CREATE ROLE ${id} LOGIN`);
-      if (password !== undefined) await client.query(`ALTER ROLE ${id} PASSWORD ${client.escapeLiteral(password)}`);
+      if (password !== undefined) await client.query(`ALTER ROLE ${id} PASSWORD ${client.escapeLiteral(scramVerifier(password))}`);
       await client.query(`ALTER ROLE ${id} SET default_transaction_read_only = on`);
       for (const schema of schemas) {
         const s = client.escapeIdentifier(schema);

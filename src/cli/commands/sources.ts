@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Vendor } from '../../metrics.js';
 import { DEFAULT_SOURCE_ID } from '../../sources/credentials.js';
 import { addSource, rotateSource, SourceChangeError, webhookPath } from '../../sources/manage.js';
-import { eraseSource, SourceHasDataError } from '../../erasure.js';
+import { eraseSource, SourceActiveError, SourceHasDataError } from '../../erasure.js';
 import { findSources, listSources, recentFailures, setSourceStatus, updateSource, type RecentFailure, type SourceRow, type SourceStatus } from '../../sources/sources-table.js';
 import { command, EXIT, formatDuration, printFields, printJson, printTable, UsageError, type CommandContext } from '../output.js';
 
@@ -300,7 +300,9 @@ const deleteCommand = command<{ id: string; eraseData: boolean; dryRun: boolean 
   --dry-run      print what would be removed, remove nothing
 Its URL then answers 404 (every replica within 2 s). Tell the vendor to stop sending first, and
 disable the source until every replica's spool is empty: a delivery written after the deletion (from
-a spool, or in the 2 s before a replica hears of it) would be kept under the deleted source's id. ${TAKES_EFFECT} Exits 1 when there is no such source, 2 when it has data.`,
+a spool, or in the 2 s before a replica hears of it) would be kept under the deleted source's id.
+--erase-data is refused while the source is active. ${TAKES_EFFECT} Exits 1 when there is no such
+source, 2 when it has data (without --erase-data) or is active (with it).`,
   options: { 'erase-data': { type: 'boolean' }, 'dry-run': { type: 'boolean' } },
   parse(values, positionals) {
     const id = oneId(positionals);
@@ -318,6 +320,7 @@ a spool, or in the 2 s before a replica hears of it) would be kept under the del
       result = await eraseSource(ctx.db, ctx.config.storage.pdfDir, { vendor: row.vendor, sourceId: id, dryRun, keepData: !eraseData });
     } catch (err) {
       if (err instanceof SourceHasDataError) throw new UsageError(`source ${id} ${err.message.replace(/^the source /, '')}; add --erase-data to remove it with the source`);
+      if (err instanceof SourceActiveError) throw new UsageError(`source ${id} is active; disable it first (sources disable ${id}) and wait until every replica's spool is empty`);
       throw err;
     }
     if (ctx.json) printJson(ctx.io, { id, vendor: row.vendor, ...result });

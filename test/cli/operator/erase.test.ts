@@ -72,7 +72,7 @@ describe('cli sources update and delete', () => {
     expect((await cli(['sources', 'update', added.id], env)).code).toBe(2);
   });
 
-  it('refuses to delete a source with data, naming the counts; with --erase-data removes it all, and its URL answers 404', async () => {
+  it('refuses to delete a source with data, naming the counts, and to erase an active one; disabled, --erase-data removes it all, and its URL answers 404', async () => {
     const added = JSON.parse((await cli(['sources', 'add', 'patiro', '--name', 'Clinic B', '--json'], env)).stdout) as { id: string; signingSecret: string };
     const other = JSON.parse((await cli(['sources', 'add', 'patiro', '--name', 'Clinic C', '--json'], env)).stdout) as { id: string };
     await patientEvent(added.id, 'p-1');
@@ -85,6 +85,15 @@ describe('cli sources update and delete', () => {
       const refused = await cli(['sources', 'delete', added.id], env);
       expect(refused.code).toBe(2);
       expect(refused.stderr).toMatch(/has data \(patiro_events: 2, patiro_patients: 2, webhook_audit: 2\); add --erase-data/);
+
+      // Still active: erasing its data now would leave what it sends next under a deleted id.
+      const active = await cli(['sources', 'delete', added.id, '--erase-data'], env);
+      expect(active.code).toBe(2);
+      expect(active.stderr).toMatch(/is active; disable it first \(sources disable /);
+      const dry = await cli(['sources', 'delete', added.id, '--erase-data', '--dry-run', '--json'], env);
+      expect(dry.code, dry.stderr).toBe(0);
+      expect(JSON.parse(dry.stdout)).toMatchObject({ dryRun: true, counts: { patiro_events: 2, sources: 1 } });
+      expect((await cli(['sources', 'disable', added.id], env)).code).toBe(0);
 
       const deleted = await cli(['sources', 'delete', added.id, '--erase-data', '--json'], env);
       expect(deleted.code, deleted.stderr).toBe(0);
