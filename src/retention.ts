@@ -2,6 +2,7 @@ import { unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { inTransaction, type Database } from './db/client.js';
 import { deleteUnreferencedDocuments, type DeletedDocument } from './storage/document-rows.js';
+import { PURGE_CHANGES } from './changes/changes-table.js';
 
 /** Shorter retention is refused: it is almost certainly a typo (30m for 30d), and data is lost. */
 export const MIN_RETENTION_MS = 3_600_000;
@@ -27,7 +28,7 @@ export interface PurgeOptions {
   batchSize?: number;
 }
 
-export type PurgedTable = 'patiro_events' | 'webhook_audit' | 'physitrack_deliveries' | 'documents';
+export type PurgedTable = 'patiro_events' | 'webhook_audit' | 'physitrack_deliveries' | 'documents' | 'changes';
 
 export interface PurgeResult {
   dryRun: boolean;
@@ -123,6 +124,8 @@ async function countOnly(db: Database, cutoff: string, includeDocuments: boolean
     result.counts[rule.table] = row!.n;
     result.files.removed += row!.files;
   }
+  const [changes] = await db.$queryRawUnsafe<{ n: number }[]>('SELECT count(*)::int AS n FROM changes WHERE at < $1::timestamptz', cutoff);
+  result.counts.changes = changes!.n;
 }
 
 /**
@@ -143,7 +146,7 @@ export async function purge(db: Database, options: PurgeOptions): Promise<PurgeR
   const result: PurgeResult = {
     dryRun,
     cutoff: clock!.at,
-    counts: { patiro_events: 0, webhook_audit: 0, physitrack_deliveries: 0, documents: 0 },
+    counts: { patiro_events: 0, webhook_audit: 0, physitrack_deliveries: 0, documents: 0, changes: 0 },
     files: { removed: 0, missing: 0, refused: 0 },
   };
   if (dryRun) {
@@ -170,6 +173,12 @@ export async function purge(db: Database, options: PurgeOptions): Promise<PurgeR
         if (deleted === 0) break;
       }
     }
+  }
+  // The change feed's old rows, and its purge mark: a consumer whose cursor is before it gets 410.
+  for (;;) {
+    const [row] = await db.$queryRawUnsafe<{ n: number }[]>(PURGE_CHANGES, clock!.text, batchSize);
+    result.counts.changes += row!.n;
+    if (row!.n === 0) break;
   }
   return result;
 }

@@ -3,6 +3,7 @@ import pg from 'pg';
 import { RECEIPT_CONSTRAINT, receiptsInsertSql, type Receipt } from '../audit.js';
 import { erasureLocksSql } from '../erasure.js';
 import { poolOf, type Database } from '../db/client.js';
+import { changesInsertSql } from '../changes/changes-table.js';
 import type { PhysitrackNotice } from '../webhooks/physitrack-payload.js';
 import { BUMP_PROGRAMS_CTE, PROGRAM_CTES } from './programs.js';
 import { notifyDelivery } from './queue.js';
@@ -104,6 +105,11 @@ WITH locks AS MATERIALIZED (
   WHERE NOT a.recorded`)}
 ), notify AS (
   SELECT ${notifyDelivery('download_status', { redelivery: 'NOT inserted' })} FROM delivery
+), change AS (
+  -- Programs first: a PMS that imports in feed order has a delivery's program before the delivery.
+  ${changesInsertSql(`SELECT 'physitrack', source_id, 'physitrack_programs', program_id::text FROM created
+  UNION ALL SELECT 'physitrack', source_id, 'physitrack_programs', id::text FROM bump
+  UNION ALL SELECT 'physitrack', source_id, 'physitrack_deliveries', id::text FROM delivery`)}
 )
 SELECT id, source_id AS "sourceId", notice_key AS "noticeKey", inserted, download_status AS "downloadStatus",
        -- Programs found at the start of the statement and gone by its update (an erasure committed

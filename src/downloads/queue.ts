@@ -1,5 +1,6 @@
 import { poolOf, reservedPoolOf, type Database } from '../db/client.js';
 import { notifySql } from '../db/notify.js';
+import { changesInsertSql } from '../changes/changes-table.js';
 import { CURRENT_DOCUMENT_CTES } from './programs.js';
 
 // physitrack_deliveries' SQL lives here and in intake.ts, nothing else writes the table: here the
@@ -72,9 +73,14 @@ export function notifyDelivery(status: string, extra: Record<string, string> = {
 function notifyingFinalStates(update: string): string {
   return `WITH changed AS (${update} RETURNING id, source_id, download_status), notified AS (
   SELECT ${notifyDelivery('download_status')} FROM changed WHERE download_status IN ('done', 'failed', 'expired')
+), change AS (
+  ${deliveryChanges("FROM changed WHERE download_status IN ('done', 'failed', 'expired')")}
 )
 SELECT id FROM changed, (SELECT count(*) FROM notified) AS n`;
 }
+
+/** The change feed's rows for deliveries: `from` yields rows with id and source_id. */
+const deliveryChanges = (from: string) => changesInsertSql(`SELECT 'physitrack', source_id, 'physitrack_deliveries', id::text ${from}`);
 
 /**
  * Every report back is guarded by the claim's token: an attempt whose lease ran out, and whose row
@@ -91,6 +97,9 @@ WITH changed AS (
   RETURNING id, source_id, download_status, program_id, document_id, received_at
 ), ${CURRENT_DOCUMENT_CTES}, notified AS (
   SELECT ${notifyDelivery('download_status')} FROM changed
+), change AS (
+  ${changesInsertSql(`SELECT 'physitrack', source_id, 'physitrack_deliveries', id::text FROM changed
+  UNION ALL SELECT 'physitrack', source_id, 'physitrack_programs', id::text FROM current`)}
 )
 SELECT id FROM changed, (SELECT count(*) FROM notified) AS n, (SELECT count(*) FROM program_notified) AS pn`;
 
@@ -203,7 +212,12 @@ export async function requeueDelivery(db: Database, id: bigint, refusal: UrlChec
   if (!row) return { requeued: false, reason: 'not found' };
   const refused = refusal(row.fileUrl);
   if (refused && (row.status === 'failed' || row.status === 'expired')) return { requeued: false, reason: `its file URL is refused by the download policy (${refused})` };
-  const { rowCount } = await pool.query(`UPDATE physitrack_deliveries ${REQUEUE} WHERE id = $1 AND ${REQUEUEABLE}`, [id]);
+  const { rowCount } = await pool.query(
+    `WITH requeued AS (UPDATE physitrack_deliveries ${REQUEUE} WHERE id = $1 AND ${REQUEUEABLE} RETURNING id, source_id), change AS (
+       ${deliveryChanges('FROM requeued')}
+     ) SELECT id FROM requeued`,
+    [id],
+  );
   if (rowCount) return { requeued: true };
   const finished = row.status === 'failed' || row.status === 'expired';
   return { requeued: false, reason: finished && row.past ? 'its deadline has passed' : `it is ${row.status}` };
@@ -222,7 +236,9 @@ export async function requeueByStatus(db: Database, status: 'failed' | 'expired'
   const allowed = candidates.filter((c) => refusal(c.fileUrl) === undefined).map((c) => c.id);
   const { rows } = await pool.query<{ ids: string[] | null; skipped: number }>(
     `WITH requeued AS (
-       UPDATE physitrack_deliveries ${REQUEUE} WHERE id = ANY ($2::bigint[]) AND download_status = $1 AND ${REQUEUEABLE} RETURNING id
+       UPDATE physitrack_deliveries ${REQUEUE} WHERE id = ANY ($2::bigint[]) AND download_status = $1 AND ${REQUEUEABLE} RETURNING id, source_id
+     ), change AS (
+       ${deliveryChanges('FROM requeued')}
      )
      SELECT (SELECT array_agg(id::text ORDER BY id) FROM requeued) AS ids,
             (SELECT count(*)::int FROM physitrack_deliveries WHERE download_status = $1 AND deadline_at <= now()) AS skipped`,

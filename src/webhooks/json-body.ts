@@ -47,8 +47,6 @@ export function parseJsonBody(raw: Buffer): unknown {
   // every retry. (Checked on the parsed strings: the text's "\\u0000" is an escaped backslash.)
   const unstorable = unstorableText(value);
   if (unstorable) throw new WebhookError('WH_ERR_BAD_JSON', `The JSON contains ${unstorable}, which cannot be stored`);
-  const outOfRange = numberOutOfRange(text);
-  if (outOfRange) throw new WebhookError('WH_ERR_BAD_JSON', `The JSON contains a number that cannot be stored exactly (${outOfRange})`);
   return value;
 }
 
@@ -78,46 +76,54 @@ function unstorableText(root: unknown): string | undefined {
   return undefined;
 }
 
-/** PostgreSQL's numeric, which jsonb keeps numbers in: at most this many digits before the point, and after. */
-const MAX_INTEGER_DIGITS = 131_072;
-const MAX_FRACTION_DIGITS = 16_383;
-const NUMBER = /-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?/g;
+/** PostgreSQL's numeric, which jsonb keeps numbers in: the most significant digit's place, and the digits after the point. */
+const MAX_WEIGHT = 131_071;
+const MAX_SCALE = 16_383;
+const isDigit = (c: number) => c >= 48 && c <= 57;
 
 /**
- * A number whose value PostgreSQL's numeric cannot hold (1e131072, 1e-16384, or 140,000 digits):
- * the write would fail on every retry. Numbers are read outside strings, one linear pass.
+ * A number in valid JSON text that PostgreSQL's numeric cannot hold, so that storing the text as
+ * jsonb would fail on every retry: its most significant digit beyond 10^131071 (1e131072), or more
+ * than 16383 digits after the point once the exponent is applied (1e-16384, 1.0e-16383; trailing
+ * zeros count). As PostgreSQL counts (numeric.c), checked against it in the tests. One pass over
+ * the text, numbers read outside strings, nothing allocated.
  */
-function numberOutOfRange(text: string): string | undefined {
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
+export function numberOutOfRange(text: string): string | undefined {
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92) i++;
-      else if (c === 34) inString = false;
-      continue;
-    }
     if (c === 34) {
-      inString = true;
+      // A string: skip to its closing quote.
+      for (i++; i < n; i++) {
+        const s = text.charCodeAt(i);
+        if (s === 92) i++;
+        else if (s === 34) break;
+      }
       continue;
     }
-    if (c !== 45 && (c < 48 || c > 57)) continue;
-    NUMBER.lastIndex = i;
-    const match = NUMBER.exec(text);
-    let end = i;
-    while (end < text.length && /[-+.\deE]/.test(text[end]!)) end++;
-    if (match && match.index === i && NUMBER.lastIndex === end) {
-      const [, integer, fraction = '', exponentText = '0'] = match;
-      const exponent = Number(exponentText);
-      const significant = integer!.replace(/^0+/, '') + fraction;
-      if (/[1-9]/.test(significant)) {
-        const integerDigits = integer!.replace(/^0+/, '').length + exponent;
-        const fractionDigits = fraction.replace(/0+$/, '').length - exponent;
-        // Described, never quoted: the number is the sender's data, and the reason is logged.
-        if (integerDigits > MAX_INTEGER_DIGITS) return `over ${MAX_INTEGER_DIGITS} digits before the decimal point`;
-        if (fractionDigits > MAX_FRACTION_DIGITS) return `over ${MAX_FRACTION_DIGITS} digits after the decimal point`;
-      }
+    if (c !== 45 && !isDigit(c)) continue;
+    if (c === 45) i++;
+    // Digits before the point, after it, and the first non-zero digit's place among them all.
+    let intDigits = 0;
+    let fracDigits = 0;
+    let firstNonZero = -1;
+    for (; i < n && isDigit(text.charCodeAt(i)); i++, intDigits++) if (firstNonZero < 0 && text.charCodeAt(i) !== 48) firstNonZero = intDigits;
+    if (i < n && text.charCodeAt(i) === 46) {
+      for (i++; i < n && isDigit(text.charCodeAt(i)); i++, fracDigits++) if (firstNonZero < 0 && text.charCodeAt(i) !== 48) firstNonZero = intDigits + fracDigits;
     }
-    i = end - 1;
+    let exponent = 0;
+    if (i < n && (text.charCodeAt(i) | 32) === 101) {
+      i++;
+      const negative = text.charCodeAt(i) === 45;
+      if (negative || text.charCodeAt(i) === 43) i++;
+      // Capped: any exponent past a billion is out of range either way.
+      for (; i < n && isDigit(text.charCodeAt(i)); i++) exponent = Math.min(exponent * 10 + (text.charCodeAt(i) - 48), 1e9);
+      if (negative) exponent = -exponent;
+    }
+    i--; // the loop's i++ moves past the number
+    // Described, never quoted: the number is the sender's data.
+    if (fracDigits - exponent > MAX_SCALE) return `more than ${MAX_SCALE} digits after the decimal point`;
+    if (firstNonZero >= 0 && intDigits - 1 - firstNonZero + exponent > MAX_WEIGHT) return `a value of ${MAX_WEIGHT + 1} digits or more before the decimal point`;
   }
   return undefined;
 }

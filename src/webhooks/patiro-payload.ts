@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { WebhookError } from '../errors.js';
-import { memberSources } from './json-body.js';
+import { memberSources, numberOutOfRange } from './json-body.js';
 
 export const KNOWN_PATIRO_EVENT_TYPES = ['PatientRevealed', 'PatientUpdated'] as const;
 const PATIENT_EVENT_TYPES: ReadonlySet<string> = new Set(KNOWN_PATIRO_EVENT_TYPES);
@@ -76,6 +76,10 @@ export function toPatiroEvent(body: unknown, raw?: string): PatiroEvent {
   const { eventId, eventType, timestamp, data } = parsed.data;
   const sources = raw === undefined ? undefined : memberSources(raw);
   const dataJson = data === undefined || data === null ? null : (sources?.get('data') ?? JSON.stringify(data));
+  // data is stored as sent, as jsonb: a number it cannot hold would fail the write on every retry
+  // (and, while PostgreSQL is away, be acknowledged from the spool and fail when replayed).
+  const outOfRange = dataJson === null ? undefined : numberOutOfRange(dataJson);
+  if (outOfRange) throw new WebhookError('WH_ERR_BAD_PAYLOAD', `data holds a number PostgreSQL cannot store exactly (${outOfRange})`);
   return {
     eventId,
     eventType,

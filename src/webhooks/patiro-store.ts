@@ -3,6 +3,7 @@ import { createGroupCommitter, type StoreOptions } from '../db/group-commit.js';
 import { receiptsInsertSql, type Receipt } from '../audit.js';
 import { erasureLocksSql } from '../erasure.js';
 import { notifySql } from '../db/notify.js';
+import { changesInsertSql } from '../changes/changes-table.js';
 import type { DurableWrite } from '../spool/durable-write.js';
 import type { PatiroEvent } from './patiro-payload.js';
 
@@ -27,7 +28,8 @@ export interface PatiroDelivery {
  * deliveries is new is not touched. Every new delivery counts; only a newer signed timestamp
  * replaces the data, and receive times widen (first the earliest, last the latest), so the order in
  * which deliveries are written does not matter. A listening PMS is notified of each event once the
- * batch commits (ids and types only).
+ * batch commits (ids and types only), and the change feed gets a row per event and per patient row
+ * the batch changed.
  */
 /**
  * Which event's data a patient row shows: the newest signed, and of two events signed in the same
@@ -87,6 +89,10 @@ WITH locks AS MATERIALIZED (
     signed_at     = GREATEST(p.signed_at, EXCLUDED.signed_at),
     revealed_at   = LEAST(p.revealed_at, EXCLUDED.revealed_at)
   WHERE ${NEWER_PATIENT} OR LEAST(p.revealed_at, EXCLUDED.revealed_at) IS DISTINCT FROM p.revealed_at
+  RETURNING source_id, patient_id
+), change AS (
+  ${changesInsertSql(`SELECT 'patiro', source_id, 'patiro_events', event_id FROM event
+  UNION ALL SELECT 'patiro', source_id, 'patiro_patients', patient_id FROM patient`)}
 )
 SELECT source_id AS "sourceId", event_id AS "eventId", inserted FROM event, (SELECT count(*) FROM notify) AS notified`;
 

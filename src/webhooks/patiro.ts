@@ -63,7 +63,7 @@ export async function patiroRoutes(app: FastifyInstance, { config, db, store, ..
     const { inserted, spooled } = await storeWithinDeadline(
       () => store.save({ receipt: newReceipt(now), sourceId: source.id, event, signedAt, bodySha256, sourceAddress: audit.sourceAddress }, Date.now() + remainingMs),
       remainingMs,
-      () => recordRefusedDelivery(db, { ...audit, eventId: event.eventId, statusCode: 503 }, request.log),
+      (statusCode) => recordRefusedDelivery(db, { ...audit, eventId: event.eventId, statusCode }, request.log),
     );
     const fields = { vendor: 'patiro', sourceId: source.id, eventId: event.eventId, eventType: event.eventType };
     if (spooled) logOutcome(request, 'patiro event spooled (PostgreSQL is away)', fields);

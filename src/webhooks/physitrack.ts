@@ -73,7 +73,7 @@ export async function physitrackRoutes(app: FastifyInstance, { config, db, store
     const stored = await storeWithinDeadline(
       () => store.save(delivery, Date.now() + remainingMs),
       remainingMs,
-      () => recordRefusedDelivery(db, { ...audit, statusCode: 503 }, request.log),
+      (statusCode) => recordRefusedDelivery(db, { ...audit, statusCode }, request.log),
     );
     const fields = { vendor: 'physitrack', sourceId: source.id, deliveryId: stored.id === null ? null : String(stored.id), host: check.host ?? null, redelivery: stored.redelivery };
     if (!check.ok) {

@@ -40,6 +40,13 @@ export async function contractOf(pool: pg.Pool, schema: string): Promise<Record<
   );
   const contract: Record<string, string[]> = {};
   for (const row of rows) (contract[row.table_name] ??= []).push(`${row.column_name} ${row.type}`);
+  // Functions too: their arguments and what they return are as much the contract as a view's columns.
+  const functions = await pool.query<{ name: string; args: string; result: string }>(
+    `SELECT p.proname AS name, pg_get_function_identity_arguments(p.oid) AS args, pg_get_function_result(p.oid) AS result
+     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 ORDER BY 1, 2`,
+    [schema],
+  );
+  for (const f of functions.rows) contract[`function ${f.name}(${f.args})`] = [`returns ${f.result}`];
   return contract;
 }
 
@@ -76,9 +83,12 @@ describe('the read contract (receiver_v1)', () => {
     const reader = new pg.Client({ connectionString: url.toString() });
     await reader.connect();
     try {
-      for (const view of Object.keys(await contractOf(database.pool, 'receiver_v1'))) {
+      for (const view of Object.keys(await contractOf(database.pool, 'receiver_v1')).filter((name) => !name.startsWith('function '))) {
         await expect(reader.query(`SELECT * FROM receiver_v1.${view} LIMIT 1`), view).resolves.toBeDefined();
       }
+      await expect(reader.query(`SELECT * FROM receiver_v1.changes_after('', 10)`)).resolves.toBeDefined();
+      await expect(reader.query('SELECT receiver_v1.changes_head()')).resolves.toBeDefined();
+      await expect(reader.query('SELECT * FROM public.changes LIMIT 1')).rejects.toThrow(/permission denied/);
       await expect(reader.query('SELECT credentials FROM public.sources')).rejects.toThrow(/permission denied/);
       await expect(reader.query('SELECT * FROM public.patiro_events LIMIT 1')).rejects.toThrow(/permission denied/);
       await expect(reader.query('SELECT credentials FROM receiver_v1.sources')).rejects.toThrow(/column "credentials" does not exist/);
@@ -88,17 +98,17 @@ describe('the read contract (receiver_v1)', () => {
     }
   });
 
-  it('refuses a role that views would not limit: the one it connects as, a superuser, one that reads the tables', async () => {
+  it('refuses a role it did not make (views would not limit it): the one it connects as, one granted a column', async () => {
     const env = { DATABASE_URL: database.url };
     const self = (await database.pool.query<{ name: string; is_super: boolean }>('SELECT current_user AS name, rolsuper AS is_super FROM pg_roles WHERE rolname = current_user')).rows[0]!;
     const refusedSelf = await cli(['db', 'grant-reader', self.name], env);
     expect(refusedSelf.code).toBe(2);
     expect(refusedSelf.stderr).toMatch(/the role this command connects as/);
     await database.pool.query(`CREATE ROLE ${GRANTED} LOGIN`);
-    await database.pool.query(`GRANT SELECT ON public.sources TO ${GRANTED}`);
+    await database.pool.query(`GRANT SELECT (credentials) ON public.sources TO ${GRANTED}`);
     const refusedGranted = await cli(['db', 'grant-reader', GRANTED], env);
     expect(refusedGranted.code).toBe(2);
-    expect(refusedGranted.stderr).toMatch(/already able to read the tables/);
+    expect(refusedGranted.stderr).toMatch(/was not made by db grant-reader/);
     // Nothing was changed: it is not made read-only by default.
     const settings = await database.pool.query(`SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = $1`, [GRANTED]);
     expect(settings.rows).toEqual([]);

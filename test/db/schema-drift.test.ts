@@ -8,7 +8,7 @@ interface ModelShape {
   columns: Map<string, { nullable: boolean }>;
 }
 
-const SCALARS = new Set(['String', 'Int', 'BigInt', 'Float', 'Decimal', 'Boolean', 'DateTime', 'Json', 'Bytes']);
+const SCALARS = new Set(['String', 'Int', 'BigInt', 'Float', 'Decimal', 'Boolean', 'DateTime', 'Json', 'Bytes', 'Unsupported']);
 
 /** Reads each model's table and scalar columns (with @map/@@map) from schema.prisma. */
 function parseSchema(text: string): ModelShape[] {

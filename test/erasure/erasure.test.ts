@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { newReceipt } from '../../src/audit.js';
 import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
 import { insertDeliveries } from '../../src/downloads/intake.js';
-import { ERASURE_COVERAGE, erasePatient, eraseSource, patientHashOf, SourceActiveError } from '../../src/erasure.js';
+import { ERASURE_COVERAGE, erasePatient, eraseSource, OLD_PATIRO_EVENTS_OF_PATIENT, patientHashOf, SourceActiveError } from '../../src/erasure.js';
 import { purge } from '../../src/retention.js';
 import { setSourceStatus } from '../../src/sources/sources-table.js';
 import { addSource } from '../../src/sources/manage.js';
@@ -106,8 +106,8 @@ describe('erasing a patient', () => {
       const patiroResult = await erasePatient(db, pdfDir, { vendor: 'patiro', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
       const physitrackResult = await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
       expect(dry.counts).toEqual(physitrackResult.counts);
-      expect(patiroResult.counts).toEqual({ patiro_events: 2, patiro_patients: 1 });
-      expect(physitrackResult.counts).toEqual({ physitrack_deliveries: 2, physitrack_programs: 1, documents: 1 });
+      expect(patiroResult.counts).toEqual({ patiro_events: 2, patiro_patients: 1, changes: 3 });
+      expect(physitrackResult.counts).toEqual({ physitrack_deliveries: 2, physitrack_programs: 1, changes: 4, documents: 1 });
       expect(physitrackResult.files.removed).toBe(1);
       await new Promise((resolve) => setTimeout(resolve, 100));
       expect(heard.map((p) => JSON.parse(p)).filter((p) => p.table === 'erasures')).toHaveLength(2);
@@ -129,10 +129,24 @@ describe('erasing a patient', () => {
     expect(files.filter((f) => !existsSync(f))).toEqual([path.join(pdfDir, erasedDocument.storage_key as string)]);
     const recorded = await database.pool.query('SELECT scope, vendor, source_id, patient_hash, counts FROM erasures ORDER BY id');
     expect(recorded.rows).toEqual([
-      { scope: 'patient', vendor: 'patiro', source_id: CLINIC_A, patient_hash: patientHashOf('patiro', CLINIC_A, 'p-1'), counts: { patiro_events: 2, patiro_patients: 1 } },
-      { scope: 'patient', vendor: 'physitrack', source_id: CLINIC_A, patient_hash: patientHashOf('physitrack', CLINIC_A, 'p-1'), counts: { physitrack_deliveries: 2, physitrack_programs: 1, documents: 1 } },
+      { scope: 'patient', vendor: 'patiro', source_id: CLINIC_A, patient_hash: patientHashOf('patiro', CLINIC_A, 'p-1'), counts: { patiro_events: 2, patiro_patients: 1, changes: 3 } },
+      { scope: 'patient', vendor: 'physitrack', source_id: CLINIC_A, patient_hash: patientHashOf('physitrack', CLINIC_A, 'p-1'), counts: { physitrack_deliveries: 2, physitrack_programs: 1, changes: 4, documents: 1 } },
     ]);
     expect(JSON.stringify(recorded.rows)).not.toContain('p-1');
+    // The change feed: nothing names the erased rows any more (the patient's id was a key), each
+    // erasure is a change of its own, and every change left names a row that is there.
+    const changes = await database.pool.query<{ kind: string; source_id: string; key: string; present: boolean }>(
+      `SELECT kind, source_id, key, CASE kind
+         WHEN 'patiro_events' THEN EXISTS (SELECT 1 FROM patiro_events e WHERE e.source_id = c.source_id AND e.event_id = c.key)
+         WHEN 'patiro_patients' THEN EXISTS (SELECT 1 FROM patiro_patients p WHERE p.source_id = c.source_id AND p.patient_id = c.key)
+         WHEN 'physitrack_deliveries' THEN EXISTS (SELECT 1 FROM physitrack_deliveries d WHERE d.id = c.key::bigint)
+         WHEN 'physitrack_programs' THEN EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.id = c.key::bigint)
+         WHEN 'erasures' THEN EXISTS (SELECT 1 FROM erasures x WHERE x.id = c.key::bigint) END AS present
+       FROM changes c`,
+    );
+    expect(changes.rows.filter((c) => !c.present)).toEqual([]);
+    expect(changes.rows.filter((c) => c.kind === 'erasures')).toHaveLength(2);
+    expect(changes.rows.some((c) => c.key === 'p-1' && c.source_id === CLINIC_A)).toBe(false);
 
     // Again: nothing left to remove, nothing recorded.
     expect((await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false })).erasureId).toBeNull();
@@ -257,6 +271,16 @@ describe('events stored before patient_id was written with them', () => {
     ];
     await writePatiroBatch(db, events);
     await database.pool.query(`UPDATE patiro_events SET patient_id = NULL WHERE source_id = $1`, [CLINIC_A]);
+    // Found through an index of their own, not by reading every patient event of every source.
+    const client = await database.pool.connect();
+    try {
+      await client.query('BEGIN; SET LOCAL enable_seqscan = off');
+      const plan = await client.query(`EXPLAIN DELETE FROM patiro_events WHERE ${OLD_PATIRO_EVENTS_OF_PATIENT}`, [CLINIC_A, 'p-old']);
+      expect(plan.rows.map((r) => r['QUERY PLAN']).join('\n')).toContain('patiro_events_old_patient_idx');
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
     const view = await database.pool.query(`SELECT event_id, patient_id FROM receiver_v1.patiro_events WHERE source_id = $1 ORDER BY event_id`, [CLINIC_A]);
     expect(view.rows.find((r) => r.event_id === 'e-obj').patient_id).toBeNull();
     expect(view.rows.find((r) => r.event_id === 'e-num').patient_id).toBe('42');

@@ -30,7 +30,7 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'wr-replay-'));
-  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs');
+  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, changes');
 });
 afterEach(async () => rm(dir, { recursive: true, force: true }));
 
@@ -99,6 +99,14 @@ describe('the replayer', () => {
     expect(journal.files()).toEqual([]);
     expect(await readdir(path.join(dir, 'journal'))).toEqual([]);
     expect(await counts()).toEqual({ events: 3, deliveries: 2, notices: 2, audit: 5, receipts: 5 });
+    // And they reach the change feed, as live deliveries do.
+    const feed = await database.pool.query(`SELECT kind, count(*)::int AS n FROM receiver_v1.changes_after('', 100) GROUP BY kind ORDER BY kind`);
+    expect(feed.rows).toEqual([
+      { kind: 'patiro_events', n: 3 },
+      { kind: 'patiro_patients', n: 3 },
+      { kind: 'physitrack_deliveries', n: 2 },
+      { kind: 'physitrack_programs', n: 2 },
+    ]);
   });
 
   it('sets aside a torn last record and a record with a flipped byte, and replays the rest', async () => {

@@ -15,10 +15,8 @@ FROM "public"."sources";
 
 CREATE VIEW "receiver_v1"."patiro_events" AS
 SELECT source_id, event_id, event_type,
-       -- Written with the event since this release; before, the data's id of a patient event, when
-       -- it is a string or a number (as the writer takes it; an object's text is no patient id).
-       COALESCE(patient_id, CASE WHEN event_type IN ('PatientRevealed', 'PatientUpdated')
-                                  AND jsonb_typeof(data->'id') IN ('string', 'number') AND data->>'id' <> '' THEN data->>'id' END) AS patient_id,
+       -- Written with the event since this release; before, the data's id of a patient event.
+       COALESCE(patient_id, CASE WHEN event_type IN ('PatientRevealed', 'PatientUpdated') THEN data->>'id' END) AS patient_id,
        occurred_at, occurred_at_raw, data, signed_at, first_received_at, last_received_at, delivery_count
 FROM "public"."patiro_events";
 

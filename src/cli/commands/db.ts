@@ -32,25 +32,29 @@ export function scramVerifier(password: string, salt = randomBytes(16), iteratio
   return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
 }
 
+/** What a role made here says of itself: only such a role is updated when the command runs again. */
+const READER_MARK = 'webhook-receiver reader: made by db grant-reader, reads the receiver_v1 views only';
+
 /**
- * Why an existing role cannot be the reader: granting it SELECT on the views and making its
- * transactions read-only by default would not take away what it already has (and for the service's
- * own role would make the service's transactions read-only).
+ * An existing role is the reader only if this command made it: granting SELECT on the views to any
+ * other would not take away what it already has (a table's owner, a member of the owner's role, a
+ * column grant, CREATEROLE...), and making its transactions read-only could break whoever uses it.
+ * A superuser or the connecting role is refused even when marked.
  */
-const UNFIT_READER = `SELECT r.rolname = current_user AS is_current, r.rolsuper AS is_super, r.rolbypassrls AS bypasses_rls,
-  EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND has_table_privilege(r.oid, c.oid, 'SELECT')) AS reads_tables
+const EXISTING_ROLE = `SELECT r.rolname = current_user AS is_current, r.rolsuper AS is_super,
+  shobj_description(r.oid, 'pg_authid') IS NOT DISTINCT FROM $2 AS made_here
 FROM pg_roles r WHERE r.rolname = $1`;
 
 const grantReader = command<{ role: string; passwordStdin: boolean }>({
   path: ['db', 'grant-reader'],
   synopsis: 'ROLE [--password-stdin]',
   summary: 'Make (or update) a read-only role that reads the receiver_v1 views and nothing else.',
-  details: `Creates ROLE if it does not exist (with LOGIN), grants it USAGE on the read contract's schema and
-SELECT on its views, and makes its transactions read-only. It gets nothing on the tables themselves:
-not sources.credentials, not the queue's bookkeeping. Run it again after an upgrade that adds a view
-or a new version of the contract. Needs DATABASE_URL of the owner of the tables. Refuses a role that
-is the one it connects as, a superuser, or can already read the tables: views would not limit it.
+  details: `Creates ROLE if it does not exist (with LOGIN), grants it USAGE on the read contract's schema,
+SELECT on its views and EXECUTE on its functions (the change feed), and makes its transactions
+read-only. It gets nothing on the tables themselves: not sources.credentials, not the queue's
+bookkeeping. Run it again after an upgrade that adds a view or a new version of the contract. Needs
+DATABASE_URL of the owner of the tables. An existing role is updated only if this command made it
+(it marks its roles): the views would not limit any other.
   --password-stdin   set the role's password from standard input (16 printable ASCII characters or
                      more); only its SCRAM-SHA-256 verifier is sent, so no server log can hold it`,
   options: { 'password-stdin': { type: 'boolean' } },
@@ -69,24 +73,25 @@ is the one it connects as, a superuser, or can already read the tables: views wo
       const schemas = (await client.query<{ name: string }>('SELECT nspname AS name FROM pg_namespace WHERE nspname = ANY($1) ORDER BY 1', [READ_SCHEMAS])).rows.map((r) => r.name);
       if (schemas.length === 0) throw new UsageError('the database has no read contract yet: apply the migrations first');
       await client.query('BEGIN');
-      const [existing] = (await client.query<Record<'is_current' | 'is_super' | 'bypasses_rls' | 'reads_tables', boolean>>(UNFIT_READER, [role])).rows;
+      const [existing] = (await client.query<Record<'is_current' | 'is_super' | 'made_here', boolean>>(EXISTING_ROLE, [role, READER_MARK])).rows;
       const exists = existing !== undefined;
       if (existing) {
-        const why = [
-          existing.is_current && 'the role this command connects as',
-          existing.is_super && 'a superuser',
-          existing.bypasses_rls && 'allowed to bypass row security',
-          existing.reads_tables && 'already able to read the tables (their owner, or granted)',
-        ].filter(Boolean);
-        if (why.length > 0) throw new UsageError(`role ${role} is ${why.join(', ')}: it cannot be made a reader of the views only; choose a new role name`);
+        if (existing.is_current || existing.is_super) {
+          throw new UsageError(`role ${role} is ${existing.is_current ? 'the role this command connects as' : 'a superuser'}: it cannot be made a reader of the views only; choose a new role name`);
+        }
+        if (!existing.made_here) throw new UsageError(`role ${role} exists and was not made by db grant-reader: the views would not limit what it may already read; choose a new role name`);
       }
-      if (!exists) await client.query(`CREATE ROLE ${id} LOGIN`);
+      if (!exists) {
+        await client.query(`CREATE ROLE ${id} LOGIN`);
+        await client.query(`COMMENT ON ROLE ${id} IS ${client.escapeLiteral(READER_MARK)}`);
+      }
       if (password !== undefined) await client.query(`ALTER ROLE ${id} PASSWORD ${client.escapeLiteral(scramVerifier(password))}`);
       await client.query(`ALTER ROLE ${id} SET default_transaction_read_only = on`);
       for (const schema of schemas) {
         const s = client.escapeIdentifier(schema);
         await client.query(`GRANT USAGE ON SCHEMA ${s} TO ${id}`);
         await client.query(`GRANT SELECT ON ALL TABLES IN SCHEMA ${s} TO ${id}`);
+        await client.query(`GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA ${s} TO ${id}`);
       }
       await client.query('COMMIT');
       const line = `${exists ? 'Updated' : 'Created'} role ${role}: it reads ${schemas.map((s) => `${s}.*`).join(', ')} and nothing else.`;

@@ -87,7 +87,7 @@ async function seed() {
   return { events, recentAudit, deliveries, documents: { onlyOld, stillUsed, orphan, fresh } };
 }
 
-const EXPECTED = { patiro_events: 2, webhook_audit: 3, physitrack_deliveries: 3, documents: 0 };
+const EXPECTED = { patiro_events: 2, webhook_audit: 3, physitrack_deliveries: 3, documents: 0, changes: 0 };
 
 describe('purge', () => {
   it('counts in a dry run exactly what the real run deletes, and deletes nothing', async () => {
