@@ -74,6 +74,8 @@ const envSchema = z.object({
   WRITE_BATCH_MAX_ROWS: integer(1, 5000).default(500),
   METRICS_ENABLED: boolean.default(true),
   METRICS_PORT: integer(1, 65535).optional(),
+  API_PORT: integer(0, 65535).optional(),
+  API_HOST: z.string().min(1).optional(),
   RETENTION_DAYS: integer(1, 36_500).optional(),
   TLS_CERT_FILE: z.string().optional(),
   TLS_KEY_FILE: z.string().optional(),
@@ -138,6 +140,8 @@ function toConfig(env: z.infer<typeof envSchema>) {
     databasePoolSize: env.DATABASE_POOL_SIZE,
     writeBatchMaxRows: env.WRITE_BATCH_MAX_ROWS,
     metrics: { enabled: env.METRICS_ENABLED, port: env.METRICS_PORT },
+    /** The internal HTTP API (change feed, PDFs) on a port of its own; undefined: off. */
+    api: env.API_PORT === undefined ? undefined : { host: env.API_HOST ?? env.HOST, port: env.API_PORT },
     retentionDays: env.RETENTION_DAYS,
     tls: env.TLS_CERT_FILE && env.TLS_KEY_FILE ? { certFile: path.resolve(env.TLS_CERT_FILE), keyFile: path.resolve(env.TLS_KEY_FILE) } : undefined,
     patiro: {
@@ -237,6 +241,12 @@ function crossChecks(env: z.infer<typeof envSchema>): string[] {
   }
   if (env.METRICS_PORT === env.PORT) {
     problems.push(`METRICS_PORT, PORT: must differ (both are ${env.PORT}); METRICS_PORT gives the metrics a port of their own`);
+  }
+  if (env.API_PORT !== undefined && env.API_PORT !== 0 && (env.API_PORT === env.PORT || env.API_PORT === env.METRICS_PORT)) {
+    problems.push(`API_PORT: must differ from PORT and METRICS_PORT (it is ${env.API_PORT}): the internal API is never served on the webhook or metrics port`);
+  }
+  if (env.API_HOST !== undefined && env.API_PORT === undefined) {
+    problems.push('API_HOST: set API_PORT too, or unset API_HOST (the internal API is off without API_PORT)');
   }
   if (env.DOWNLOAD_LEASE_SECONDS * 1000 <= env.DOWNLOAD_TIMEOUT_MS) {
     // A lease shorter than a download would hand a row still being fetched to another worker.

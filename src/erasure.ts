@@ -76,7 +76,7 @@ export const patientHashOf = (vendor: Vendor, sourceId: string, patientId: strin
  * planner would scan every event of the source.
  */
 export const OLD_PATIRO_EVENTS_OF_PATIENT = `source_id = $1 AND patient_id IS NULL AND event_type IN ('PatientRevealed', 'PatientUpdated')
-  AND jsonb_typeof(data->'id') IN ('string', 'number') AND data->>'id' = $2`;
+  AND jsonb_typeof(data->'id') IN ('string', 'number') AND md5(data->>'id') = md5($2) AND data->>'id' = $2`;
 
 /** The deletes of one erasure, in order, each with its parameters; documents go last (see below). */
 interface Step {

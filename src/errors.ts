@@ -33,3 +33,29 @@ export class WebhookError extends Error {
 
 /** Seconds a sender should wait after a 503 before retrying. */
 export const RETRY_AFTER_SECONDS = 5;
+
+/** The errors a consumer of the internal API can meet (src/api/), in the webhooks' shape. */
+export const API_ERRORS = {
+  API_ERR_UNAUTHENTICATED: { status: 401, message: 'A valid bearer token of an active consumer is required' },
+  API_ERR_BAD_REQUEST: { status: 400, message: 'The request is malformed' },
+  API_ERR_NOT_FOUND: { status: 404, message: 'Not found' },
+  API_ERR_CURSOR_EXPIRED: {
+    status: 410,
+    message: 'The change feed was purged past this cursor (RETENTION_DAYS): read the rows again from the tables, then follow the feed from GET /v1/changes/head',
+  },
+  API_ERR_UNAVAILABLE: { status: 503, message: 'The database cannot be reached right now; retry later' },
+} as const;
+
+export type ApiErrorCode = keyof typeof API_ERRORS;
+
+export class ApiError extends Error {
+  readonly statusCode: number;
+  constructor(
+    readonly code: ApiErrorCode,
+    detail?: string,
+  ) {
+    super(detail ?? API_ERRORS[code].message);
+    this.name = 'ApiError';
+    this.statusCode = API_ERRORS[code].status;
+  }
+}

@@ -17,6 +17,8 @@ function printBanner(service: RunningService, config: Config, devSecrets: DevSec
   const port = typeof address === 'object' && address ? address.port : config.port;
   const base = `${config.tls ? 'https' : 'http'}://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
   const lines = [`Webhook receiver listening on ${base}`, `  ready:      ${base}/readyz`];
+  const apiAddress = service.api?.server.address();
+  if (apiAddress && typeof apiAddress === 'object') lines.push(`  internal API (change feed, PDFs): ${config.tls ? 'https' : 'http'}://${config.api!.host === '0.0.0.0' ? '127.0.0.1' : config.api!.host}:${apiAddress.port}/v1/changes`);
   if (Object.keys(devSecrets).length > 0) {
     lines.push('  development secrets (generated once, kept in DATA_DIR/dev-secrets.json; never used in production):');
     for (const [name, value] of Object.entries(devSecrets)) lines.push(`    ${name}=${value}`);

@@ -4,6 +4,8 @@ import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Agent } from 'undici';
+import { buildApiApp } from './api/app.js';
+import { createWakeup, type Wakeup } from './api/wakeup.js';
 import { buildApp } from './app.js';
 import { MIN_SHUTDOWN_AFTER_DRAIN_MS, type Config } from './config.js';
 import { createAvailability } from './db/availability.js';
@@ -27,6 +29,8 @@ import { createStorage } from './storage/pdf-storage.js';
 
 export interface RunningService {
   app: FastifyInstance;
+  /** The internal API, when API_PORT is set. */
+  api: FastifyInstance | undefined;
   db: Database;
   /** The download worker, once PostgreSQL has been reached (it needs the migrated schema). */
   worker(): DownloadWorker | undefined;
@@ -82,6 +86,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let app: FastifyInstance | undefined;
   let worker: DownloadWorker | undefined;
   let metricsServer: FastifyInstance | undefined;
+  let api: FastifyInstance | undefined;
+  let wakeup: Wakeup | undefined;
   let retention: { stop(): Promise<void> } | undefined;
   let sources: SourceRegistry | undefined;
   let spool: Spool | undefined;
@@ -107,6 +113,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     }
     connecting?.stop();
     await app?.close();
+    await api?.close();
+    await wakeup?.close();
     availability.stop();
     await replayer?.stop();
     await sources?.close();
@@ -137,6 +145,19 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     const wake = () => worker?.wake();
     app = await buildApp({ config, db, logger, metrics, https, sources, lifecycle, availability, durable, journal: spool?.journal, onPhysitrackStored: wake });
     if (metrics && config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, config.host, config.metrics.port, logger);
+    if (config.api) {
+      wakeup = createWakeup(database.url, logger.child({ component: 'api' }));
+      api = await buildApiApp({
+        db,
+        logger: logger.child({ component: 'api' }),
+        storage: createStorage(config.storage, db),
+        wakeup,
+        requestTimeoutMs: config.requestTimeoutMs,
+        maxConnections: config.maxConnections,
+        https,
+      });
+      await api.listen({ host: config.api.host, port: config.api.port });
+    }
     if (spool) {
       replayer = createReplayer({
         journal: spool.journal,
@@ -173,7 +194,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     // Rejects when a migration fails once PostgreSQL answers (main.ts then stops the service).
     const connected = reachedAtStart ? Promise.resolve() : connecting.done.then(() => whenConnected(false));
     connected.catch(() => undefined);
-    return { app, db, worker: () => worker, connected, spool, databaseUrl: database.url, embeddedDatabase: database.embedded, stop };
+    return { app, api, db, worker: () => worker, connected, spool, databaseUrl: database.url, embeddedDatabase: database.embedded, stop };
   } catch (err) {
     await stop().catch((stopErr: unknown) => logger.error({ err: stopErr }, 'cleanup after a failed start failed'));
     throw err;

@@ -94,6 +94,15 @@ describe('loadConfig', () => {
     expect(problemsOf({ SHUTDOWN_TIMEOUT_MS: '30001' })).toEqual(['SHUTDOWN_TIMEOUT_MS: must be from 1000 to 30000']);
   });
 
+  it('serves the internal API only on a port of its own, and only when API_PORT is set', () => {
+    expect(loadConfig({}).api).toBeUndefined();
+    expect(loadConfig({ API_PORT: '3100' }).api).toEqual({ host: '0.0.0.0', port: 3100 });
+    expect(loadConfig({ API_PORT: '3100', API_HOST: '10.0.0.5' }).api).toEqual({ host: '10.0.0.5', port: 3100 });
+    expect(problemsOf({ API_PORT: '3000' })).toEqual([expect.stringMatching(/^API_PORT: must differ from PORT and METRICS_PORT/)]);
+    expect(problemsOf({ API_PORT: '9090', METRICS_PORT: '9090' })).toEqual([expect.stringMatching(/^API_PORT: /)]);
+    expect(problemsOf({ API_HOST: '127.0.0.1' })).toEqual([expect.stringMatching(/^API_HOST: set API_PORT too/)]);
+  });
+
   it('refuses METRICS_PORT equal to PORT in one message naming both', () => {
     expect(problemsOf({ PORT: '9090', METRICS_PORT: '9090' })).toEqual([expect.stringMatching(/^METRICS_PORT, PORT: must differ \(both are 9090\)/)]);
     expect(problemsOf({ METRICS_PORT: '3000' })).toEqual([expect.stringMatching(/^METRICS_PORT, PORT: /)]);

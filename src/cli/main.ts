@@ -5,6 +5,7 @@ import dotenv from 'dotenv';
 import { ConfigError, loadConfig, type Config, type Env } from '../config.js';
 import { withDevSecrets } from '../dev-secrets.js';
 import { closeDatabase, createDatabase } from '../db/client.js';
+import { consumerCommands } from './commands/consumers.js';
 import { dbCommands } from './commands/db.js';
 import { deliveryCommands } from './commands/deliveries.js';
 import { documentCommands } from './commands/documents.js';
@@ -21,6 +22,7 @@ export type { CliIo } from './output.js';
 
 const COMMANDS: Command[] = [
   ...statusCommands,
+  ...consumerCommands,
   ...dbCommands,
   ...deliveryCommands,
   ...documentCommands,

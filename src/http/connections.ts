@@ -19,6 +19,8 @@ export interface ConnectionLimits {
   requestTimeoutMs: number;
   maxConnections: number;
   tls?: { key: Buffer; cert: Buffer } | undefined;
+  /** How long a connection may stay silent (no bytes either way); requestTimeoutMs by default. A long poll needs more. */
+  idleTimeoutMs?: number;
   /** A connection was refused because MAX_CONNECTIONS were open. */
   onDrop?: () => void;
   /** A connection was closed for owing more than MAX_IN_FLIGHT_PER_CONNECTION answers. */
@@ -64,7 +66,7 @@ export function serverFactory(limits: ConnectionLimits): FastifyServerFactory {
     const server = limits.tls ? https.createServer({ ...limits.tls, ...timeouts, handshakeTimeout: limits.requestTimeoutMs }, listener) : http.createServer(timeouts, listener);
     server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     // A connection silent this long (no request, no bytes) is closed.
-    server.setTimeout(limits.requestTimeoutMs);
+    server.setTimeout(limits.idleTimeoutMs ?? limits.requestTimeoutMs);
     server.maxConnections = limits.maxConnections;
     if (limits.onDrop) server.on('drop', limits.onDrop);
     return server;

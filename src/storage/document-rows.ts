@@ -150,3 +150,13 @@ export async function deleteUnreferencedDocument(db: Database, documentId: bigin
   const [row] = await inTransaction(db, (client) => deleteUnreferencedDocuments(client, [String(documentId)]));
   return row;
 }
+
+const DOCUMENT_OF_SOURCES = `SELECT 1 FROM documents d WHERE d.id = $1 AND ($2::boolean
+  OR EXISTS (SELECT 1 FROM physitrack_deliveries x WHERE x.document_id = d.id AND x.source_id = ANY ($3::text[]))
+  OR EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id AND g.source_id = ANY ($3::text[])))`;
+
+/** Whether the document exists and, unless `all`, is the PDF of a delivery or program of one of `sourceIds`. */
+export async function documentOfSources(db: Database, documentId: bigint, scope: { all: true } | { all: false; sourceIds: readonly string[] }): Promise<boolean> {
+  const { rowCount } = await poolOf(db).query(DOCUMENT_OF_SOURCES, [documentId, scope.all, scope.all ? [] : scope.sourceIds]);
+  return (rowCount ?? 0) > 0;
+}

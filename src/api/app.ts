@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import pg from 'pg';
+import { z } from 'zod';
+import { CursorExpiredError, decodeCursor, encodeCursor, readHead, readPage, type Page } from '../changes/changes-table.js';
+import { poolOf, type Database } from '../db/client.js';
+import { API_ERRORS, ApiError, RETRY_AFTER_SECONDS } from '../errors.js';
+import { serverFactory } from '../http/connections.js';
+import { documentOfSources } from '../storage/document-rows.js';
+import type { PdfStorage } from '../storage/pdf-storage.js';
+import { authenticate, TOUCH, type Caller } from './consumers-table.js';
+import type { Wakeup } from './wakeup.js';
+
+// The internal HTTP API: the change feed and the PDFs, for a PMS that cannot read this PostgreSQL.
+// Its own Fastify app on its own port (API_PORT), never on the webhook port: an ingress that
+// exposes the webhooks does not expose patient data. Every route needs a consumer's bearer token.
+
+export interface ApiDeps {
+  db: Database;
+  logger: FastifyBaseLogger;
+  storage: Pick<PdfStorage, 'open'>;
+  wakeup: Wakeup;
+  requestTimeoutMs: number;
+  maxConnections: number;
+  https?: { key: Buffer; cert: Buffer } | undefined;
+}
+
+/** The longest a long poll waits; a connection may stay silent a little longer than that. */
+export const MAX_WAIT_SECONDS = 60;
+/** How often a waiting poll reads the feed again without a notification (a lost listener, a held-back change). */
+const RECHECK_MS = 1000;
+
+const changesQuery = z.object({
+  after: z.string().max(64).default(''),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  wait: z.coerce.number().int().min(0).max(MAX_WAIT_SECONDS).default(0),
+});
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller?: Caller;
+  }
+}
+
+function bearerOf(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,200})$/i.exec(header) : null;
+  return match?.[1];
+}
+
+export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
+  const { db, wakeup } = deps;
+  const pool = poolOf(db);
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    disableRequestLogging: true,
+    genReqId: () => randomUUID(),
+    bodyLimit: 1024,
+    serverFactory: serverFactory({
+      requestTimeoutMs: deps.requestTimeoutMs,
+      idleTimeoutMs: (MAX_WAIT_SECONDS + 15) * 1000,
+      maxConnections: deps.maxConnections,
+      tls: deps.https,
+    }),
+    return503OnClosing: true,
+  });
+  // Waiting polls end when the server closes, instead of holding the shutdown for their wait.
+  const closing = new AbortController();
+  app.addHook('onClose', async () => closing.abort());
+  app.setErrorHandler(answerError);
+  app.setNotFoundHandler((_request, reply) => answer(reply, new ApiError('API_ERR_NOT_FOUND')));
+
+  app.addHook('onRequest', async (request) => {
+    const token = bearerOf(request);
+    const caller = token === undefined ? undefined : await authenticate(pool, token);
+    if (!caller) throw new ApiError('API_ERR_UNAUTHENTICATED');
+    request.caller = caller;
+    void pool.query(TOUCH, [caller.id]).catch(() => undefined);
+  });
+  // One line per answer, without the query string (a cursor is harmless, but a URL is no place to look for data).
+  app.addHook('onResponse', async (request, reply) => {
+    const level = reply.statusCode >= 500 ? 'error' : 'debug';
+    request.log[level]({ method: request.method, path: request.routeOptions.url ?? 'unknown', statusCode: reply.statusCode, consumer: request.caller?.id, ms: Math.round(reply.elapsedTime) }, 'api request');
+  });
+
+  app.get('/v1/changes', async (request, reply) => {
+    const query = changesQuery.safeParse(request.query);
+    if (!query.success) throw new ApiError('API_ERR_BAD_REQUEST', `Bad query: ${query.error.issues.map((i) => i.path.join('.') || 'query').join(', ')} (after: a cursor, limit: 1 to 1000, wait: 0 to ${MAX_WAIT_SECONDS} seconds)`);
+    const after = decodeCursor(query.data.after);
+    if (!after) throw new ApiError('API_ERR_BAD_REQUEST', 'after is not a cursor this feed gave out');
+    const deadline = Date.now() + query.data.wait * 1000;
+    let page: Page;
+    for (;;) {
+      page = await readPage(pool, after, query.data.limit, request.caller!.scope);
+      // The cursor may move without changes (a scoped consumer skips others' changes): that is news too.
+      const moved = encodeCursor(page.next) !== encodeCursor(after);
+      if (page.count > 0 || moved || Date.now() >= deadline || closing.signal.aborted) break;
+      await wakeup.wait(Math.min(RECHECK_MS, deadline - Date.now()), closing.signal);
+    }
+    // Written as PostgreSQL made it: numbers in the rows' data stay exactly as sent.
+    return reply.type('application/json').send(`{"changes":${page.changesJson},"next":${JSON.stringify(encodeCursor(page.next))}}`);
+  });
+
+  app.get('/v1/changes/head', async () => ({ cursor: encodeCursor(await readHead(pool)) }));
+
+  app.get<{ Params: { id: string } }>('/v1/documents/:id', async (request, reply) => {
+    if (!/^[1-9][0-9]{0,18}$/.test(request.params.id)) throw new ApiError('API_ERR_NOT_FOUND');
+    const id = BigInt(request.params.id);
+    if (!(await documentOfSources(db, id, request.caller!.scope))) throw new ApiError('API_ERR_NOT_FOUND');
+    const pdf = await deps.storage.open(id);
+    if (!pdf) throw new ApiError('API_ERR_NOT_FOUND');
+    const tag = `"${pdf.sha256}"`;
+    if (request.headers['if-none-match'] === tag) {
+      pdf.stream.destroy();
+      return reply.code(304).header('etag', tag).send();
+    }
+    return reply.type(pdf.contentType).header('content-length', String(pdf.sizeBytes)).header('etag', tag).header('cache-control', 'private, max-age=31536000, immutable').send(pdf.stream);
+  });
+
+  return app;
+}
+
+function answer(reply: FastifyReply, error: ApiError): FastifyReply {
+  if (error.statusCode === 401) void reply.header('www-authenticate', 'Bearer');
+  if (error.statusCode === 503) void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+  return reply.code(error.statusCode).send({ error: error.code, message: error.message });
+}
+
+/** 4xx say what was wrong; anything else is a 503 that names nothing internal (and is logged). */
+function answerError(error: FastifyError | ApiError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  if (error instanceof ApiError) return answer(reply, error);
+  if (error instanceof CursorExpiredError) return answer(reply, new ApiError('API_ERR_CURSOR_EXPIRED'));
+  if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) return answer(reply, new ApiError('API_ERR_BAD_REQUEST'));
+  request.log.error({ err: error instanceof pg.DatabaseError ? { code: error.code, message: error.message } : error }, 'api request failed');
+  return answer(reply, new ApiError('API_ERR_UNAVAILABLE', API_ERRORS.API_ERR_UNAVAILABLE.message));
+}
