@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { reservedPoolOf, type Database } from './db/client.js';
+import { HELD_BACK_SQL, type HeldBack } from './changes/changes-table.js';
 import { FAILING_SOURCES_SQL } from './sources/sources-table.js';
 import type { JournalStats } from './spool/journal.js';
 
@@ -14,6 +15,7 @@ interface QueueFigures {
   failingSources: { vendor: Vendor; n: number }[];
   oldestPendingAgeSeconds: number | null;
   soonestDeadlineSeconds: number | null;
+  heldBack: HeldBack | null;
 }
 
 /**
@@ -21,16 +23,23 @@ interface QueueFigures {
  * write pool's connection, and one statement for all of them.
  */
 async function readQueueFigures(db: Database): Promise<QueueFigures> {
-  const { rows } = await reservedPoolOf(db).query<{ by_status: { status: string; n: number }[] | null; failing: { vendor: Vendor; n: number }[] | null; oldest: number | null; soonest: number | null }>(
+  const { rows } = await reservedPoolOf(db).query<{ by_status: { status: string; n: number }[] | null; failing: { vendor: Vendor; n: number }[] | null; oldest: number | null; soonest: number | null; held: HeldBack | null }>(
     `SELECT (SELECT json_agg(json_build_object('status', download_status, 'n', n)) FROM
               (SELECT download_status, count(*)::int AS n FROM physitrack_deliveries GROUP BY 1) s) AS by_status,
             (${FAILING_SOURCES_SQL}) AS failing,
+            (${HELD_BACK_SQL}) AS held,
             extract(epoch FROM now() - min(received_at))::float8 AS oldest,
             extract(epoch FROM min(deadline_at) - now())::float8 AS soonest
      FROM physitrack_deliveries WHERE download_status IN ('pending', 'downloading')`,
   );
   const row = rows[0];
-  return { byStatus: row?.by_status ?? [], failingSources: row?.failing ?? [], oldestPendingAgeSeconds: row?.oldest ?? null, soonestDeadlineSeconds: row?.soonest ?? null };
+  return {
+    byStatus: row?.by_status ?? [],
+    failingSources: row?.failing ?? [],
+    oldestPendingAgeSeconds: row?.oldest ?? null,
+    soonestDeadlineSeconds: row?.soonest ?? null,
+    heldBack: row?.held ?? null,
+  };
 }
 
 /** How long the database's figures are reused: however many scrapes arrive, one query a second at most. */
@@ -128,6 +137,27 @@ export function createMetrics(db: Database, sources: MetricsSources = {}) {
       const seconds = (await collectQueue())?.soonestDeadlineSeconds ?? null;
       if (seconds === null) this.remove({});
       else this.set(seconds);
+    },
+  });
+
+  new Gauge({
+    name: 'webhook_changes_held_back',
+    help: 'Committed changes the feed cannot give out yet, held back by an older transaction still open (0 when none)',
+    registers: [registry],
+    async collect() {
+      const held = (await collectQueue())?.heldBack;
+      if (held) this.set(held.changes);
+      else this.remove({});
+    },
+  });
+  new Gauge({
+    name: 'webhook_changes_held_back_seconds',
+    help: "Age of the oldest change held back (the feed's lag; 0 when none): alert when it grows",
+    registers: [registry],
+    async collect() {
+      const held = (await collectQueue())?.heldBack;
+      if (held) this.set(held.oldestSeconds);
+      else this.remove({});
     },
   });
 

@@ -135,12 +135,17 @@ export async function readHead(pool: pg.Pool): Promise<Cursor> {
  * Committed changes a reader cannot take yet, held back by an older transaction still in progress:
  * how many, and the age of the oldest (the feed's lag).
  */
-export async function heldBack(pool: pg.Pool): Promise<{ changes: number; oldestSeconds: number }> {
-  const { rows } = await pool.query<{ n: number; age: number | null }>(
-    `SELECT count(*)::int AS n, EXTRACT(EPOCH FROM now() - min(at))::float8 AS age
-     FROM changes c WHERE c.txid >= pg_snapshot_xmin(pg_current_snapshot())`,
-  );
-  return { changes: rows[0]?.n ?? 0, oldestSeconds: rows[0]?.age ?? 0 };
+export const HELD_BACK_SQL = `SELECT json_build_object('changes', count(*), 'oldestSeconds', COALESCE(EXTRACT(EPOCH FROM now() - min(at))::float8, 0))
+  FROM changes c WHERE c.txid >= pg_snapshot_xmin(pg_current_snapshot())`;
+
+export interface HeldBack {
+  changes: number;
+  oldestSeconds: number;
+}
+
+export async function heldBack(pool: pg.Pool): Promise<HeldBack> {
+  const { rows } = await pool.query<{ held: HeldBack }>(`SELECT (${HELD_BACK_SQL}) AS held`);
+  return rows[0]!.held;
 }
 
 /**

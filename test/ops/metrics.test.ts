@@ -125,6 +125,25 @@ describe('GET /metrics', () => {
     await app.close();
   });
 
+  it("shows the change feed's lag: changes held back by a transaction still open, and for how long", async () => {
+    const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, ...env });
+    const app = await buildApp({ config, db: t.db, logger: captureLogs().logger, metrics: createMetrics(t.db) });
+    const open = await database.pool.connect();
+    try {
+      expect(value((await app.inject({ method: 'GET', url: '/metrics' })).body, 'webhook_changes_held_back')).toBe(0);
+      await open.query(`BEGIN; INSERT INTO changes (vendor, source_id, kind, key) VALUES ('patiro', 'default', 'patiro_events', 'held')`);
+      await database.pool.query(`INSERT INTO changes (vendor, source_id, kind, key, at) VALUES ('patiro', 'default', 'patiro_events', 'later', now() - interval '30 seconds')`);
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // the figures are reused for a second
+      const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+      expect(value(text, 'webhook_changes_held_back')).toBe(1);
+      expect(value(text, 'webhook_changes_held_back_seconds')).toBeGreaterThanOrEqual(30);
+    } finally {
+      await open.query('ROLLBACK');
+      open.release();
+      await app.close();
+    }
+  });
+
   it('is not served with the webhooks when METRICS_PORT is set, nor at all when disabled', async () => {
     const onPort = loadConfig({ NODE_ENV: 'test', DATABASE_URL: database.url, METRICS_PORT: '9464' });
     const app = await buildApp({ config: onPort, db: t.db, logger: captureLogs().logger, metrics: createMetrics(t.db) });

@@ -1,4 +1,5 @@
-import type { Database } from '../../db/client.js';
+import { heldBack, type HeldBack } from '../../changes/changes-table.js';
+import { poolOf, type Database } from '../../db/client.js';
 import { command, EXIT, formatDuration, formatTime, printFields, printJson, printTable, UsageError, type CommandContext } from '../output.js';
 
 const STATUSES = ['pending', 'downloading', 'done', 'failed', 'expired'] as const;
@@ -13,6 +14,8 @@ export interface Status {
     soonestDeadline: { id: string; deadlineAt: Date; timeLeftMs: number } | null;
   };
   documents: { count: number; totalBytes: number };
+  /** The change feed: committed changes held back by an older transaction still open. */
+  changeFeed: { heldBack: HeldBack };
 }
 
 async function readStatus(db: Database): Promise<Status> {
@@ -52,6 +55,7 @@ async function readStatus(db: Database): Promise<Status> {
       soonestDeadline: soonest ? { id: soonest.id, deadlineAt: soonest.deadline_at, timeLeftMs: Math.round(soonest.left_ms) } : null,
     },
     documents: { count: documents!.n, totalBytes: documents!.bytes },
+    changeFeed: { heldBack: await heldBack(poolOf(db)) },
   };
 }
 
@@ -75,6 +79,12 @@ function printStatus(ctx: CommandContext, s: Status): void {
         : 'none',
     ],
     ['Documents', `${s.documents.count} (${(s.documents.totalBytes / 1048576).toFixed(1)} MiB)`],
+    [
+      'Change feed',
+      s.changeFeed.heldBack.changes === 0
+        ? 'up to date (nothing held back)'
+        : `${s.changeFeed.heldBack.changes} changes held back by a transaction still open, the oldest for ${formatDuration(s.changeFeed.heldBack.oldestSeconds * 1000)}`,
+    ],
   ]);
   ctx.io.stdout.write('\n');
   printTable(ctx.io, STATUSES.map((status) => ({ status, count: s.physitrack.deliveries[status] })), [
