@@ -9,7 +9,8 @@ import { createWakeup, type Wakeup } from './api/wakeup.js';
 import { buildApp } from './app.js';
 import { MIN_SHUTDOWN_AFTER_DRAIN_MS, type Config } from './config.js';
 import { createAvailability } from './db/availability.js';
-import { closeDatabase, createDatabase, reservedPoolOf, type Database } from './db/client.js';
+import { changesSkipped } from './changes/changes-table.js';
+import { closeDatabase, createDatabase, poolOf, reservedPoolOf, type Database } from './db/client.js';
 import { resolveDatabase, type ResolvedDatabase } from './db/database-url.js';
 import { connectWhenReachable, type Connecting } from './db/connect.js';
 import { createDownloadAgent } from './downloads/guarded-fetch.js';
@@ -179,6 +180,9 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       migrated = true;
       if (!sourcesRead) await sources!.reload();
       await sources!.listen(database.url);
+      if (await changesSkipped(poolOf(db)).catch(() => false)) {
+        logger.error('this database has webhook_receiver.bench_skip_changes on (a benchmark switch): writes leave no changes, and the change feed misses them; ALTER DATABASE … RESET webhook_receiver.bench_skip_changes');
+      }
       worker = startWorker(config, db, agent, logger, metrics);
       if (config.retentionDays !== undefined) {
         retention = startDailyPurge({ db: db, retentionDays: config.retentionDays, pdfDir: config.storage.pdfDir, log: logger.child({ component: 'retention' }) });

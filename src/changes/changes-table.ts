@@ -18,6 +18,12 @@ export type ChangeKind = 'patiro_events' | 'patiro_patients' | 'physitrack_deliv
  */
 const WRITING = `(SELECT current_setting('webhook_receiver.bench_skip_changes', true)) IS DISTINCT FROM 'on'`;
 
+/** Whether this database has the benchmark's switch on: the service then says so loudly at start. */
+export async function changesSkipped(pool: pg.Pool): Promise<boolean> {
+  const { rows } = await pool.query<{ skipped: boolean }>(`SELECT NOT (${WRITING}) AS skipped`);
+  return rows[0]?.skipped === true;
+}
+
 /**
  * The body of a CTE of a write statement that appends its changes: `rows` is an SQL source of rows
  * (vendor, source_id, kind, key), one per row the statement wrote. Data-modifying CTEs always run to

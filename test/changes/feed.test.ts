@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { newReceipt } from '../../src/audit.js';
-import { changesInsertSql, CursorExpiredError, decodeCursor, heldBack, readHead, readPage, START, type Cursor } from '../../src/changes/changes-table.js';
+import { changesInsertSql, changesSkipped, CursorExpiredError, decodeCursor, heldBack, readHead, readPage, START, type Cursor } from '../../src/changes/changes-table.js';
 import { closeDatabase, createDatabase, poolOf, type Database } from '../../src/db/client.js';
 import { purge } from '../../src/retention.js';
 import { toPatiroEvent } from '../../src/webhooks/patiro-payload.js';
@@ -120,6 +120,22 @@ describe('the change feed', () => {
     expect(decodeCursor(head)).toEqual(await readHead(poolOf(db)));
     await writePatiroBatch(db, [patiro('after')]);
     expect((await sqlPage(head)).map((r) => r.key)).toEqual(['after', 'p-after']);
+  });
+
+  it("writes no changes on a database with the benchmark's switch on, and says it is on", async () => {
+    const name = new URL(database.url).pathname.slice(1);
+    await database.pool.query(`ALTER DATABASE ${name} SET webhook_receiver.bench_skip_changes = 'on'`);
+    const switched = createDatabase({ url: database.url, poolSize: 1, connectTimeoutMs: 5000 });
+    try {
+      expect(await changesSkipped(poolOf(switched))).toBe(true);
+      expect(await changesSkipped(poolOf(db))).toBe(false); // its connections predate the switch
+      await writePatiroBatch(switched, [patiro('unlogged')]);
+      expect((await database.pool.query(`SELECT count(*)::int AS n FROM patiro_events WHERE event_id = 'unlogged'`)).rows[0].n).toBe(1);
+      expect((await database.pool.query('SELECT count(*)::int AS n FROM changes')).rows[0].n).toBe(0);
+    } finally {
+      await closeDatabase(switched);
+      await database.pool.query(`ALTER DATABASE ${name} RESET webhook_receiver.bench_skip_changes`);
+    }
   });
 
   it('refuses what is not a cursor', async () => {
