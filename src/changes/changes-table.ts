@@ -118,7 +118,8 @@ export async function readPage(pool: pg.Pool | pg.PoolClient, after: Cursor, lim
   const { rows } = await pool.query<{ expired: boolean; n: number; next_txid: string | null; next_id: string | null; changes: string }>({
     name: 'changes_page',
     text: PAGE,
-    values: [after.txid, after.id, limit, Math.max(limit, SCAN_LIMIT), scope.all, scope.all ? [] : scope.sourceIds],
+    // Every change is a consumer's of every source: scanning past the page would read rows for nothing.
+    values: [after.txid, after.id, limit, scope.all ? limit : Math.max(limit, SCAN_LIMIT), scope.all, scope.all ? [] : scope.sourceIds],
   });
   const row = rows[0]!;
   if (row.expired) throw new CursorExpiredError('the change feed was purged past this cursor');

@@ -110,6 +110,19 @@ describe('the internal API: who may read', () => {
     expect((await get(`/v1/documents/${pdfB}`, everyone.token)).statusCode).toBe(200);
   });
 
+  it("moves a limited consumer's cursor past others' changes, a bounded scan at a time, and misses none of its own", async () => {
+    await database.pool.query(`INSERT INTO changes (vendor, source_id, kind, key) SELECT 'patiro', $1, 'patiro_events', 'b-' || g FROM generate_series(1, 12000) g`, [B]);
+    await writePatiroBatch(db, [patiro(A)]);
+    const onlyA = await addConsumer(db, { name: 'clinic A only', sourceIds: [A] });
+    const first = (await get('/v1/changes?limit=100', onlyA.token)).json() as { changes: Change[]; next: string };
+    // 10,000 of B's changes scanned, none given, and the cursor moved past them.
+    expect(first.changes).toEqual([]);
+    expect(first.next).not.toBe('');
+    const second = (await get(`/v1/changes?limit=100&after=${first.next}`, onlyA.token)).json() as { changes: Change[]; next: string };
+    expect(second.changes.map((c) => c.kind)).toEqual(['patiro_events', 'patiro_patients']);
+    expect(second.changes.every((c) => c.source_id === A)).toBe(true);
+  });
+
   it('is not served on the webhook port, and not at all without API_PORT', async () => {
     const { token } = await addConsumer(db, { name: 'PMS' });
     const base = { NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0', METRICS_ENABLED: 'false', SHUTDOWN_DRAIN_MS: '0' };
