@@ -9,6 +9,7 @@ import { serverFactory } from '../http/connections.js';
 import { documentOfSources } from '../storage/document-rows.js';
 import type { PdfStorage } from '../storage/pdf-storage.js';
 import { authenticate, TOUCH, type Caller } from './consumers-table.js';
+import { decodePosition, encodePosition, readRows, ROW_KINDS, type RowKind } from './rows.js';
 import type { Wakeup } from './wakeup.js';
 
 // The internal HTTP API: the change feed and the PDFs, for a PMS that cannot read this PostgreSQL.
@@ -34,6 +35,11 @@ const changesQuery = z.object({
   after: z.string().max(64).default(''),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   wait: z.coerce.number().int().min(0).max(MAX_WAIT_SECONDS).default(0),
+});
+
+const rowsQuery = z.object({
+  after: z.string().max(4096).default(''),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
 
 declare module 'fastify' {
@@ -102,6 +108,18 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
   });
 
   app.get('/v1/changes/head', async () => ({ cursor: encodeCursor(await readHead(pool)) }));
+
+  app.get<{ Params: { kind: string } }>('/v1/rows/:kind', async (request, reply) => {
+    const kind = request.params.kind as RowKind;
+    if (!ROW_KINDS.includes(kind)) throw new ApiError('API_ERR_NOT_FOUND', `No such kind of rows: one of ${ROW_KINDS.join(', ')}`);
+    const query = rowsQuery.safeParse(request.query);
+    if (!query.success) throw new ApiError('API_ERR_BAD_REQUEST', 'Bad query (after: a position this API gave out, limit: 1 to 1000)');
+    const after = decodePosition(query.data.after);
+    if (after === undefined) throw new ApiError('API_ERR_BAD_REQUEST', 'after is not a position this API gave out');
+    const page = await readRows(pool, kind, after, query.data.limit, request.caller!.scope);
+    const next = page.next === undefined ? 'null' : JSON.stringify(encodePosition(page.next));
+    return reply.type('application/json').send(`{"rows":${page.rowsJson},"next":${next}}`);
+  });
 
   app.get<{ Params: { id: string } }>('/v1/documents/:id', async (request, reply) => {
     if (!/^[1-9][0-9]{0,18}$/.test(request.params.id)) throw new ApiError('API_ERR_NOT_FOUND');
