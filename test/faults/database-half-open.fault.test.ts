@@ -1,35 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { waitFor } from '../helpers/wait.js';
-import { createClient, get, runLoad, sendPatiroEvent, summarise } from './senders.js';
-import { killAllServiceProcesses, startServiceProcess, type ServiceProcess } from './service-process.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { get, runLoad, sendPatiroEvent, summarise } from './senders.js';
+import { startFaultRig, type FaultRig } from './spool-helpers.js';
 
 // The nastiest outage: the connections the pool already holds go silent instead of closing (the
 // database host went away behind a failover or a lost NAT entry; no FIN, no RST) and stay silent,
 // while new connections work again after restore(). A small pool makes every slot one of them.
 
-let database: TestDatabase;
-let proxy: TcpProxy;
-let service: ServiceProcess;
-const client = createClient();
+let rig: FaultRig;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const target = new URL(database.url);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
-  service = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url), env: { DATABASE_POOL_SIZE: '2' } });
-  await service.waitReady();
+  rig = await startFaultRig({ env: { DATABASE_POOL_SIZE: '2' } });
 });
-afterAll(async () => {
-  await killAllServiceProcesses();
-  await client.close();
-  await proxy?.close();
-  await database?.drop();
-});
+afterAll(() => rig?.close());
 
 describe('pooled connections that go silent (half-open)', () => {
   it('answers 503 + Retry-After within 2 s while the pooled connections hang', async () => {
+    const { database, proxy, client, service } = rig;
     // Fill the pool: concurrent deliveries open both of its connections. Freeze them only once both
     // are established and idle: one frozen half-way through its handshake would just time out.
     await runLoad({ senders: 4, send: () => sendPatiroEvent(client, service.baseUrl), stop: () => proxy.openConnections() >= 2, maxPerSender: 50 });
@@ -53,6 +40,7 @@ describe('pooled connections that go silent (half-open)', () => {
 
   // A connection that went silent is given up after the query timeout (src/db/client.ts).
   it('takes deliveries again within 20 s once new connections reach the database', async () => {
+    const { client, service } = rig;
     const restoredAt = Date.now();
     await waitFor(async () => (await get(service.baseUrl, '/readyz')).status === 200, 20_000, 250);
     console.log(`[half-open] ready again ${Date.now() - restoredAt} ms after restore`);

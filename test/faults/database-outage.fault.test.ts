@@ -1,52 +1,36 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { samplePdf, servePdf, startFileHost, type FileHost } from '../helpers/https-file-host.js';
+import { samplePdf, servePdf } from '../helpers/https-file-host.js';
 import { waitFor } from '../helpers/wait.js';
 import { waitForDeliveries } from './deliveries.js';
-import { createClient, get, isAcknowledged, percentile, runLoad, sendPatiroEvent, sendPhysitrackNotice, summarise, type Outcome } from './senders.js';
-import { killAllServiceProcesses, startServiceProcess, type ServiceProcess } from './service-process.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { get, isAcknowledged, percentile, runLoad, sendPatiroEvent, sendPhysitrackNotice, summarise, type Outcome } from './senders.js';
+import { startFaultRig, type FaultRig } from './spool-helpers.js';
 
 // The database goes away under a running service (through a TCP proxy) and comes back. During the
 // outage every delivery gets a fast 503 + Retry-After; afterwards the same process takes deliveries
 // and downloads again. One service process lives through both outages: recovery is repeatable.
 
-let database: TestDatabase;
-let proxy: TcpProxy;
-let service: ServiceProcess;
-let host: FileHost;
-const client = createClient();
+let rig: FaultRig;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const target = new URL(database.url);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
-  host = await startFileHost();
-  service = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url) });
-  await service.waitReady();
+  rig = await startFaultRig();
 });
-afterAll(async () => {
-  await killAllServiceProcesses();
-  await client.close();
-  await proxy?.close();
-  await host?.close();
-  await database?.drop();
-});
+afterAll(() => rig?.close());
 
 async function storedEventIds(ids: string[]): Promise<Set<string>> {
-  const { rows } = await database.pool.query<{ event_id: string }>('SELECT event_id FROM patiro_events WHERE event_id = ANY($1)', [ids]);
+  const { rows } = await rig.database.pool.query<{ event_id: string }>('SELECT event_id FROM patiro_events WHERE event_id = ANY($1)', [ids]);
   return new Set(rows.map((r) => r.event_id));
 }
 
 let file = 0;
 function announceablePdf(): string {
   const path = `/outage/${++file}.pdf`;
-  host.route(path, servePdf(samplePdf()));
-  return host.url(path);
+  rig.host.route(path, servePdf(samplePdf()));
+  return rig.host.url(path);
 }
 
 describe.each(['refuse', 'blackhole'] as const)('a database outage (new connections: %s)', (mode) => {
   it('answers 503 + Retry-After within 2 s, keeps /healthz up, and recovers without a restart', async () => {
+    const { database, proxy, client, service } = rig;
     const before = await sendPatiroEvent(client, service.baseUrl);
     expect(before.status).toBe(204);
 

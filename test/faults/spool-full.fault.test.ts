@@ -1,12 +1,7 @@
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startFileHost, type FileHost } from '../helpers/https-file-host.js';
 import { patiroEvent } from '../helpers/patiro.js';
-import { createClient, isAcknowledged, runLoad, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
-import { killAllServiceProcesses, startServiceProcess, type ServiceProcess } from './service-process.js';
-import { checkStoredOnce, journalRecords, makeSpoolDir, pdfUrls, readiness, waitReplayed, type Readiness } from './spool-helpers.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { isAcknowledged, runLoad, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
+import { checkStoredOnce, journalRecords, pdfUrls, readiness, startFaultRig, waitReplayed, type FaultRig, type Readiness } from './spool-helpers.js';
 
 // The spool has a bound (SPOOL_MAX_BYTES, here its minimum, 1 MiB). PostgreSQL away and the spool
 // full: every delivery is refused 503 + Retry-After (the vendor retries), never acknowledged
@@ -15,36 +10,19 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 const MAX_BYTES = 1024 * 1024;
 
-let database: TestDatabase;
-let proxy: TcpProxy;
-let host: FileHost;
-let service: ServiceProcess;
-let spoolDir: string;
-const client = createClient();
+let rig: FaultRig;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const target = new URL(database.url);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
-  host = await startFileHost();
-  spoolDir = await makeSpoolDir('full');
-  service = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url), env: { SPOOL_DIR: spoolDir, SPOOL_MAX_BYTES: String(MAX_BYTES) } });
-  await service.waitReady();
+  rig = await startFaultRig({ spool: 'full', env: { SPOOL_MAX_BYTES: String(MAX_BYTES) } });
 });
-afterAll(async () => {
-  await killAllServiceProcesses();
-  await client.close();
-  await proxy?.close();
-  await host?.close();
-  await database?.drop();
-  if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
-});
+afterAll(() => rig?.close());
 
 /** A Patiro event of about 8 KiB, so that a hundred-odd fill the spool. */
 const bigEvent = () => patiroEvent({ data: { id: 'patient-big', notes: 'x'.repeat(8000) } });
 
 describe('a full spool while PostgreSQL is away', () => {
   it('refuses with 503 + Retry-After, never acknowledges what is not on disk, turns /readyz 503, and stores every acknowledged delivery later', async () => {
+    const { database, proxy, host, client, service, spoolDir } = rig;
     proxy.cut({ newConnections: 'refuse' });
     const nextPdf = pdfUrls(host, 'full');
     let next = 0;

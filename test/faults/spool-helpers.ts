@@ -1,18 +1,96 @@
-import { mkdtemp, readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type pg from 'pg';
+import type { Agent } from 'undici';
 import { closeDatabase, createDatabase } from '../../src/db/client.js';
 import { addSource } from '../../src/sources/manage.js';
 import { TEST_SOURCES_KEY } from '../helpers/app.js';
-import { samplePdf, servePdf, type FileHost } from '../helpers/https-file-host.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { samplePdf, servePdf, startFileHost, type FileHost } from '../helpers/https-file-host.js';
 import { waitFor } from '../helpers/wait.js';
-import { getJson, percentile, type Outcome } from './senders.js';
+import { createClient, getJson, percentile, type Outcome } from './senders.js';
+import { killAllServiceProcesses, startServiceProcess, type ServiceProcess } from './service-process.js';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
-// What the spool fault tests share: a spool directory, reading what its journal holds (as an
-// operator would, from the files), the clinics' table sources, and the check that every
-// acknowledged delivery is in its table exactly once with the time it arrived.
+// What the spool fault tests share: the rig they run on (startFaultRig), a spool directory,
+// reading what its journal holds (as an operator would, from the files), the clinics' table
+// sources, and the check that every acknowledged delivery is in its table exactly once with the
+// time it arrived.
+
+export interface FaultRigOptions {
+  /** makeSpoolDir's label: the service spools into a directory of its own (`spoolDir`). None: no spool. */
+  spool?: string;
+  /** Add the clinics' table sources (`sources`, addTableSources) to the database before the service starts. */
+  tableSources?: true | { patiroToken: boolean };
+  /** The service's environment, besides its DATABASE_URL (through the proxy) and SPOOL_DIR. */
+  env?: Record<string, string>;
+}
+
+/**
+ * What the fault tests that cut PostgreSQL off stand on: a test database, a TCP proxy in front of
+ * it (to cut), an HTTPS file host for the PDFs, a client to send with, and a service process,
+ * ready, that reaches the database through the proxy.
+ */
+export interface FaultRig {
+  database: TestDatabase;
+  proxy: TcpProxy;
+  host: FileHost;
+  client: Agent;
+  service: ServiceProcess;
+  /** The service's SPOOL_DIR (only with the `spool` option). */
+  readonly spoolDir: string;
+  /** The table sources (only with the `tableSources` option). */
+  readonly sources: TableSources;
+  /** For afterAll: kill -9 every service process (the ones the test started too), then close and remove the rest. */
+  close(): Promise<void>;
+}
+
+export async function startFaultRig(options: FaultRigOptions = {}): Promise<FaultRig> {
+  const client = createClient();
+  let database: TestDatabase | undefined;
+  let proxy: TcpProxy | undefined;
+  let host: FileHost | undefined;
+  let spoolDir: string | undefined;
+  const close = async () => {
+    await killAllServiceProcesses();
+    await client.close();
+    await proxy?.close();
+    await host?.close();
+    await database?.drop();
+    if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
+  };
+  try {
+    database = await createTestDatabase();
+    const target = new URL(database.url);
+    proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
+    host = await startFileHost();
+    const sources = options.tableSources && (await addTableSources(database.url, options.tableSources === true ? {} : options.tableSources));
+    if (options.spool !== undefined) spoolDir = await makeSpoolDir(options.spool);
+    const service = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url), env: { ...(spoolDir === undefined ? {} : { SPOOL_DIR: spoolDir }), ...options.env } });
+    await service.waitReady();
+    return {
+      database,
+      proxy,
+      host,
+      client,
+      service,
+      get spoolDir() {
+        if (spoolDir === undefined) throw new Error('this rig has no spool (startFaultRig without `spool`)');
+        return spoolDir;
+      },
+      get sources() {
+        if (sources === undefined) throw new Error('this rig has no table sources (startFaultRig without `tableSources`)');
+        return sources;
+      },
+      close,
+    };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
 
 export async function makeSpoolDir(label: string): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), `wr-spool-${label}-`));

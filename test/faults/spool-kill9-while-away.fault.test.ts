@@ -1,15 +1,11 @@
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_SOURCES_KEY } from '../helpers/app.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startFileHost, type FileHost } from '../helpers/https-file-host.js';
 import { waitFor } from '../helpers/wait.js';
-import { createClient, isAcknowledged, runLoad, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
-import { killAllServiceProcesses, restartServiceProcess, startServiceProcess } from './service-process.js';
-import { addTableSources, checkStoredOnce, countersMatchReceipts, journalRecords, makeSpoolDir, pdfUrls, readiness, waitReplayed, type TableSources } from './spool-helpers.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { isAcknowledged, runLoad, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
+import { restartServiceProcess } from './service-process.js';
+import { checkStoredOnce, countersMatchReceipts, journalRecords, pdfUrls, readiness, startFaultRig, waitReplayed, type FaultRig } from './spool-helpers.js';
 
 // kill -9 in the middle of concurrent deliveries while PostgreSQL is away, so that every 2xx came
 // from the spool. The replica restarts while PostgreSQL is still away: it must be ready and serve
@@ -18,36 +14,18 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 // middle of the replay: nothing acknowledged is lost, and what was fsynced before a kill (answered
 // or not, written or not) is counted once.
 
-let database: TestDatabase;
-let proxy: TcpProxy;
-let host: FileHost;
-let spoolDir: string;
-let sources: TableSources;
-const client = createClient();
+let rig: FaultRig;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const target = new URL(database.url);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
-  host = await startFileHost();
-  sources = await addTableSources(database.url);
-  spoolDir = await makeSpoolDir('kill9');
+  rig = await startFaultRig({ spool: 'kill9', tableSources: true, env: { SOURCES_SECRET_KEY: TEST_SOURCES_KEY } });
 });
-afterAll(async () => {
-  await killAllServiceProcesses();
-  await client.close();
-  await proxy?.close();
-  await host?.close();
-  await database?.drop();
-  if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
-});
+afterAll(() => rig?.close());
 
-const count = async (sql: string) => Number((await database.pool.query(sql)).rows[0].n);
+const count = async (sql: string) => Number((await rig.database.pool.query(sql)).rows[0].n);
 
 describe('kill -9 under load while PostgreSQL is away', () => {
   it('restarts ready from the spool and the local sources, and later writes every acknowledged delivery exactly once', async () => {
-    const service = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url), env: { SPOOL_DIR: spoolDir, SOURCES_SECRET_KEY: TEST_SOURCES_KEY } });
-    await service.waitReady();
+    const { database, proxy, host, client, service, spoolDir, sources } = rig;
     // The local copy of the sources table is written once the table has been read.
     await waitFor(() => existsSync(path.join(spoolDir, 'sources.json')), 5000);
 

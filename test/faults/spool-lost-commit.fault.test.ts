@@ -1,14 +1,10 @@
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { noticeKeyOf } from '../../src/downloads/intake.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startFileHost, type FileHost } from '../helpers/https-file-host.js';
 import { patiroEvent } from '../helpers/patiro.js';
 import { waitForDeliveries } from './deliveries.js';
-import { createClient, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
-import { killAllServiceProcesses, startServiceProcess, type ServiceProcess } from './service-process.js';
-import { checkStoredOnce, countersMatchReceipts, makeSpoolDir, pdfUrls, waitReplayed } from './spool-helpers.js';
-import { startTcpProxy, type LostAnswer, type TcpProxy } from './tcp-proxy.js';
+import { sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
+import { checkStoredOnce, countersMatchReceipts, pdfUrls, startFaultRig, waitReplayed, type FaultRig } from './spool-helpers.js';
+import type { LostAnswer } from './tcp-proxy.js';
 
 // A COMMIT whose answer is lost: PostgreSQL committed a batch, and the connection broke before the
 // service heard so (the proxy drops that one answer and cuts the connection). The service cannot
@@ -16,30 +12,12 @@ import { startTcpProxy, type LostAnswer, type TcpProxy } from './tcp-proxy.js';
 // replays it. Either way the receipts make the second write a no-op: the sender gets 204 and each
 // delivery is counted once, with one audit row.
 
-let database: TestDatabase;
-let proxy: TcpProxy;
-let host: FileHost;
-let service: ServiceProcess;
-let spoolDir: string;
-const client = createClient();
+let rig: FaultRig;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const target = new URL(database.url);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
-  host = await startFileHost();
-  spoolDir = await makeSpoolDir('lost-commit');
-  service = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url), env: { SPOOL_DIR: spoolDir } });
-  await service.waitReady();
+  rig = await startFaultRig({ spool: 'lost-commit' });
 });
-afterAll(async () => {
-  await killAllServiceProcesses();
-  await client.close();
-  await proxy?.close();
-  await host?.close();
-  await database?.drop();
-  if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
-});
+afterAll(() => rig?.close());
 
 /** PostgreSQL's ReadyForQuery, idle: sent only after the transaction has committed. */
 const READY_IDLE = Buffer.from([0x5a, 0, 0, 0, 5, 0x49]);
@@ -53,7 +31,7 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
  * lock, and every later one queues in the group committer, to be written as one batch after.
  */
 async function whileLocked<T>(table: string, ms: number, send: () => Promise<T>): Promise<T> {
-  const lock = await database.pool.connect();
+  const lock = await rig.database.pool.connect();
   try {
     await lock.query(`BEGIN; LOCK TABLE ${table} IN EXCLUSIVE MODE`);
     const sent = send();
@@ -82,7 +60,7 @@ async function loggedOutcomes(which: (entry: Record<string, unknown>) => boolean
 
 function countLogged(which: (entry: Record<string, unknown>) => boolean): Record<string, number> {
   const counts: Record<string, number> = {};
-  for (const entry of service.logEntries()) {
+  for (const entry of rig.service.logEntries()) {
     if (!which(entry)) continue;
     const key = `${String(entry.msg)}${entry.redelivery === true ? ' (redelivery)' : ''}`;
     counts[key] = (counts[key] ?? 0) + 1;
@@ -92,6 +70,7 @@ function countLogged(which: (entry: Record<string, unknown>) => boolean): Record
 
 describe('a COMMIT whose answer is lost', () => {
   it('a Patiro batch: answered 204, each delivery counted once', async () => {
+    const { database, proxy, client, service } = rig;
     // Warm: the statement is prepared and the pool has connections.
     await Promise.all(Array.from({ length: 8 }, () => sendPatiro(client, service.baseUrl)));
 
@@ -128,6 +107,7 @@ describe('a COMMIT whose answer is lost', () => {
   });
 
   it('a single Patiro delivery: spooled, and its replay counts nothing', async () => {
+    const { database, proxy, client, service } = rig;
     // Alone, it is a batch of one: the committer has nothing to split, the durable write spools it,
     // and the replay (PostgreSQL answers at once) finds its receipt.
     const event = patiroEvent();
@@ -145,6 +125,7 @@ describe('a COMMIT whose answer is lost', () => {
   });
 
   it('a Physitrack batch (its transaction\'s COMMIT): answered 204, each notice counted once, and downloaded', async () => {
+    const { database, proxy, host, client, service } = rig;
     const nextPdf = pdfUrls(host, 'lost-commit');
     await Promise.all(Array.from({ length: 8 }, () => sendPhysitrack(client, service.baseUrl, nextPdf())));
 

@@ -1,15 +1,11 @@
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_SOURCES_KEY } from '../helpers/app.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startFileHost, type FileHost } from '../helpers/https-file-host.js';
 import { PATIRO_SECRET } from '../helpers/patiro.js';
 import { PHYSITRACK_KEY } from '../helpers/physitrack.js';
-import { createClient, isAcknowledged, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
-import { killAllServiceProcesses, startServiceProcess, type ServiceProcess } from './service-process.js';
-import { addTableSources, checkStoredOnce, filesUnder, journalRecords, makeSpoolDir, pdfUrls, waitReplayed, type TableSources } from './spool-helpers.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { isAcknowledged, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
+import { checkStoredOnce, filesUnder, journalRecords, pdfUrls, startFaultRig, waitReplayed, type FaultRig } from './spool-helpers.js';
 
 // Nothing that authenticates a delivery is ever written to the spool directory: not a signing
 // secret, an API key, a ?token=, a basic-auth password, nor a signature, and not the key that seals
@@ -22,38 +18,20 @@ const PATIRO_TOKEN = 'patiro-env-token-5c1e0a9b7d3f';
 const BASIC_USER = 'patiro-clinic';
 const BASIC_PASSWORD = 'basic-auth-password-8e2d4b6a';
 
-let database: TestDatabase;
-let proxy: TcpProxy;
-let host: FileHost;
-let service: ServiceProcess;
-let spoolDir: string;
-let sources: TableSources;
-const client = createClient();
+let rig: FaultRig;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const target = new URL(database.url);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
-  host = await startFileHost();
-  sources = await addTableSources(database.url, { patiroToken: true });
-  spoolDir = await makeSpoolDir('secrets');
-  service = await startServiceProcess({
-    databaseUrl: proxy.urlFor(database.url),
-    env: { SPOOL_DIR: spoolDir, SOURCES_SECRET_KEY: TEST_SOURCES_KEY, PATIRO_TOKEN, PATIRO_BASIC_AUTH: `${BASIC_USER}:${BASIC_PASSWORD}` },
+  rig = await startFaultRig({
+    spool: 'secrets',
+    tableSources: { patiroToken: true },
+    env: { SOURCES_SECRET_KEY: TEST_SOURCES_KEY, PATIRO_TOKEN, PATIRO_BASIC_AUTH: `${BASIC_USER}:${BASIC_PASSWORD}` },
   });
-  await service.waitReady();
 });
-afterAll(async () => {
-  await killAllServiceProcesses();
-  await client.close();
-  await proxy?.close();
-  await host?.close();
-  await database?.drop();
-  if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
-});
+afterAll(() => rig?.close());
 
 /** Each secret value, by name, in every form a careless write could give it. */
 function secretValues(outcomes: Outcome[]): Map<string, string | Buffer> {
+  const { sources } = rig;
   const sealingKey = Buffer.from(TEST_SOURCES_KEY, 'base64');
   const values = new Map<string, string | Buffer>([
     ['PATIRO_SIGNING_SECRET', PATIRO_SECRET],
@@ -74,6 +52,7 @@ function secretValues(outcomes: Outcome[]): Map<string, string | Buffer> {
 
 /** `file: secret name` for every secret found in any file under SPOOL_DIR. */
 async function secretsOnDisk(values: Map<string, string | Buffer>): Promise<{ files: string[]; found: string[] }> {
+  const { spoolDir } = rig;
   const files = await filesUnder(spoolDir);
   const found: string[] = [];
   for (const file of files) {
@@ -93,6 +72,7 @@ function byFolder(files: string[]): Record<string, number> {
 
 describe('no credential in the spool directory', () => {
   it('keeps no secret, token, password, key or signature in any file under SPOOL_DIR', async () => {
+    const { database, proxy, host, client, service, spoolDir, sources } = rig;
     proxy.cut({ newConnections: 'refuse' });
     const nextPdf = pdfUrls(host, 'secrets');
     const outcomes: Outcome[] = [];

@@ -1,14 +1,10 @@
 import { createHash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_SOURCES_KEY } from '../helpers/app.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { samplePdf, startFileHost, type FileHost } from '../helpers/https-file-host.js';
+import { samplePdf } from '../helpers/https-file-host.js';
 import { deliveryRows, waitForDeliveries } from './deliveries.js';
-import { createClient, isAcknowledged, runLoad, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
-import { killAllServiceProcesses, startServiceProcess, type ServiceProcess } from './service-process.js';
-import { addTableSources, checkStoredOnce, countersMatchReceipts, latencyFigures, makeSpoolDir, pdfUrls, readiness, waitReplayed, type TableSources } from './spool-helpers.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { isAcknowledged, runLoad, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
+import { checkStoredOnce, countersMatchReceipts, latencyFigures, pdfUrls, readiness, startFaultRig, waitReplayed, type FaultRig } from './spool-helpers.js';
 
 // PostgreSQL goes away (through a TCP proxy) under load from both vendors and two sources each (the
 // environment's and a clinic's table source). With the spool on, every verified delivery is
@@ -19,44 +15,22 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 const SENDERS = 8;
 const OUTAGE_MS = 3000;
 
-let database: TestDatabase;
-let proxy: TcpProxy;
-let host: FileHost;
-let service: ServiceProcess;
-let spoolDir: string;
-let sources: TableSources;
-const client = createClient();
+let rig: FaultRig;
 const pdf = samplePdf(1024);
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const target = new URL(database.url);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
-  host = await startFileHost();
-  sources = await addTableSources(database.url);
-  spoolDir = await makeSpoolDir('outage');
-  service = await startServiceProcess({
-    databaseUrl: proxy.urlFor(database.url),
-    env: { SPOOL_DIR: spoolDir, SOURCES_SECRET_KEY: TEST_SOURCES_KEY, DOWNLOAD_CONCURRENCY: '16' },
-  });
-  await service.waitReady();
+  rig = await startFaultRig({ spool: 'outage', tableSources: true, env: { SOURCES_SECRET_KEY: TEST_SOURCES_KEY, DOWNLOAD_CONCURRENCY: '16' } });
 });
-afterAll(async () => {
-  await killAllServiceProcesses();
-  await client.close();
-  await proxy?.close();
-  await host?.close();
-  await database?.drop();
-  if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
-});
+afterAll(() => rig?.close());
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Deliveries the service logged as spooled (one info line per request). */
-const spooledLogged = () => service.logEntries().filter((e) => typeof e.msg === 'string' && e.msg.includes('spooled (PostgreSQL is away)')).length;
+const spooledLogged = () => rig.service.logEntries().filter((e) => typeof e.msg === 'string' && e.msg.includes('spooled (PostgreSQL is away)')).length;
 
 describe.each(['refuse', 'blackhole'] as const)('an outage under load (new connections: %s)', (mode) => {
   it('answers every delivery 204 within 2 s, then stores each exactly once with its receive time and downloads every PDF', async () => {
+    const { database, proxy, host, client, service, sources } = rig;
     const nextPdf = pdfUrls(host, `outage-${mode}`, pdf);
     const targets: (() => Promise<Outcome>)[] = [
       () => sendPatiro(client, service.baseUrl),

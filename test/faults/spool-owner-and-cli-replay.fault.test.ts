@@ -2,38 +2,24 @@ import { cp, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEST_SOURCES_KEY } from '../helpers/app.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { startFileHost, type FileHost } from '../helpers/https-file-host.js';
-import { createClient, isAcknowledged, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
-import { killAllServiceProcesses, runCliProcess, startServiceProcess, type CliRun } from './service-process.js';
-import { addTableSources, checkStoredOnce, countersMatchReceipts, journalRecords, makeSpoolDir, pdfUrls, type TableSources } from './spool-helpers.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { isAcknowledged, sendPatiro, sendPhysitrack, summarise, type Outcome } from './senders.js';
+import { runCliProcess, startServiceProcess, type CliRun } from './service-process.js';
+import { checkStoredOnce, countersMatchReceipts, journalRecords, makeSpoolDir, pdfUrls, startFaultRig, type FaultRig } from './spool-helpers.js';
 
 // One process per SPOOL_DIR: a second service on a directory a live one holds refuses to start, and
 // so does `spool replay --dir`. The spool of a replica that is gone (kill -9, its volume mounted
 // elsewhere) is drained by `spool replay --dir` into the database exactly once: running it again,
 // or on a second copy of the same spool, changes nothing.
 
-let database: TestDatabase;
-let proxy: TcpProxy;
-let host: FileHost;
-let sources: TableSources;
+let rig: FaultRig;
 const dirs: string[] = [];
-const client = createClient();
 
+// The rig's service is the first process on its spool directory; the test starts a second one.
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const target = new URL(database.url);
-  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
-  host = await startFileHost();
-  sources = await addTableSources(database.url);
+  rig = await startFaultRig({ spool: 'owner', tableSources: true, env: { SOURCES_SECRET_KEY: TEST_SOURCES_KEY } });
 });
 afterAll(async () => {
-  await killAllServiceProcesses();
-  await client.close();
-  await proxy?.close();
-  await host?.close();
-  await database?.drop();
+  await rig?.close();
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
 
@@ -44,11 +30,11 @@ async function spoolDir(label: string): Promise<string> {
 }
 
 /** `spool replay --dir` as the operator runs it, against the database directly. */
-const replay = (dir: string): Promise<CliRun> => runCliProcess(['spool', 'replay', '--dir', dir, '--json'], { NODE_ENV: 'production', DATABASE_URL: database.url });
+const replay = (dir: string): Promise<CliRun> => runCliProcess(['spool', 'replay', '--dir', dir, '--json'], { NODE_ENV: 'production', DATABASE_URL: rig.database.url });
 const replayed = (run: CliRun) => JSON.parse(run.stdout) as { waiting: number; replayed: number; rejected: number; left: number; complete: boolean };
 
 async function tableCounts(): Promise<Record<string, number>> {
-  const { rows } = await database.pool.query(
+  const { rows } = await rig.database.pool.query(
     `SELECT (SELECT count(*) FROM patiro_events)::int AS events, (SELECT COALESCE(sum(delivery_count), 0) FROM patiro_events)::int AS "deliveryCount",
             (SELECT count(*) FROM physitrack_deliveries)::int AS deliveries, (SELECT COALESCE(sum(notice_count), 0) FROM physitrack_deliveries)::int AS "noticeCount",
             (SELECT count(*) FROM webhook_audit WHERE receipt_id IS NOT NULL)::int AS receipts`,
@@ -58,10 +44,7 @@ async function tableCounts(): Promise<Record<string, number>> {
 
 describe('one process per spool directory, and spool replay --dir', () => {
   it('refuses a second process on a held spool, and drains a copy of a killed replica\'s spool exactly once', async () => {
-    const dir = await spoolDir('owner');
-    const env = { SPOOL_DIR: dir, SOURCES_SECRET_KEY: TEST_SOURCES_KEY };
-    const first = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url), env });
-    await first.waitReady();
+    const { database, proxy, host, client, service: first, spoolDir: dir, sources } = rig;
 
     // PostgreSQL away: deliveries of both vendors and both sources go to the spool.
     proxy.cut({ newConnections: 'refuse' });
@@ -80,7 +63,7 @@ describe('one process per spool directory, and spool replay --dir', () => {
     expect(summarise(outcomes)).toEqual({ 204: 40 });
 
     // A second service on the same directory: exit 1, saying why.
-    const second = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url), env });
+    const second = await startServiceProcess({ databaseUrl: proxy.urlFor(database.url), env: { SPOOL_DIR: dir, SOURCES_SECRET_KEY: TEST_SOURCES_KEY } });
     const secondExit = await Promise.race([second.exited, new Promise<undefined>((resolve) => setTimeout(resolve, 20_000))]);
     const secondOutput = second.output();
     await second.kill9();
