@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { inTransaction, type Database } from './db/client.js';
 import { notifySql } from './db/notify.js';
-import { changesInsertSql, DELETE_CHANGES_OF_ROWS, DELETE_CHANGES_OF_SOURCE } from './changes/changes-table.js';
+import { changesInsertSql, DELETE_CHANGES_OF_PATIENT, DELETE_CHANGES_OF_SOURCE } from './changes/changes-table.js';
 import type { Vendor } from './metrics.js';
 import { removeFiles, type PurgeResult } from './retention.js';
 import { deleteUnreferencedDocuments, type DeletedDocument } from './storage/document-rows.js';
@@ -52,7 +52,10 @@ export const ERASURE_COVERAGE: Record<string, { patient: 'erased' | string; sour
   source_failures: { patient: 'kept: no patient data (time, reason, hint)', source: 'erased' },
   sources: { patient: 'kept: the source itself', source: 'erased' },
   erasures: { patient: 'kept: the record of erasures, which holds no patient data', source: 'kept: the record of erasures, which holds no patient data' },
-  changes: { patient: 'erased: the changes of the rows erased', source: 'erased, but for the change that tells the feed of the offboarding' },
+  changes: {
+    patient: "erased: the changes keyed by the patient's id; the others name event, delivery and program ids, which name nothing once the rows are gone",
+    source: 'erased, but for the change that tells the feed of the offboarding',
+  },
 };
 
 export type ErasureCounts = Record<string, number>;
@@ -86,17 +89,16 @@ interface Step {
 }
 
 function patientSteps(vendor: Vendor, sourceId: string, patientId: string): Step[] {
-  // Each returns the key the change feed names its rows by (change_key), and the documents they point at.
   if (vendor === 'patiro') {
     return [
-      { table: 'patiro_events', sql: 'DELETE FROM patiro_events WHERE source_id = $1 AND patient_id = $2 RETURNING NULL::bigint AS document_id, event_id AS change_key', params: [sourceId, patientId] },
-      { table: 'patiro_events', sql: `DELETE FROM patiro_events WHERE ${OLD_PATIRO_EVENTS_OF_PATIENT} RETURNING NULL::bigint AS document_id, event_id AS change_key`, params: [sourceId, patientId] },
-      { table: 'patiro_patients', sql: 'DELETE FROM patiro_patients WHERE source_id = $1 AND patient_id = $2 RETURNING NULL::bigint AS document_id, patient_id AS change_key', params: [sourceId, patientId] },
+      { table: 'patiro_events', sql: 'DELETE FROM patiro_events WHERE source_id = $1 AND patient_id = $2 RETURNING NULL::bigint AS document_id', params: [sourceId, patientId] },
+      { table: 'patiro_events', sql: `DELETE FROM patiro_events WHERE ${OLD_PATIRO_EVENTS_OF_PATIENT} RETURNING NULL::bigint AS document_id`, params: [sourceId, patientId] },
+      { table: 'patiro_patients', sql: 'DELETE FROM patiro_patients WHERE source_id = $1 AND patient_id = $2 RETURNING NULL::bigint AS document_id', params: [sourceId, patientId] },
     ];
   }
   return [
-    { table: 'physitrack_deliveries', sql: 'DELETE FROM physitrack_deliveries WHERE source_id = $1 AND patient_id = $2 RETURNING document_id, id::text AS change_key', params: [sourceId, patientId] },
-    { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 AND patient_id = $2 RETURNING current_document_id AS document_id, id::text AS change_key', params: [sourceId, patientId] },
+    { table: 'physitrack_deliveries', sql: 'DELETE FROM physitrack_deliveries WHERE source_id = $1 AND patient_id = $2 RETURNING document_id', params: [sourceId, patientId] },
+    { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 AND patient_id = $2 RETURNING current_document_id AS document_id', params: [sourceId, patientId] },
   ];
 }
 
@@ -165,20 +167,16 @@ async function erase(db: Database, pdfDir: string, run: Run, dryRun: boolean): P
     }
     const counts: ErasureCounts = {};
     const documentIds = new Set<string>();
-    const changeKeys = new Map<string, string[]>();
     for (const step of run.steps) {
-      const { rows, rowCount } = await client.query<{ document_id?: string | null; status?: string; change_key?: string }>(step.sql, step.params);
+      const { rows, rowCount } = await client.query<{ document_id?: string | null; status?: string }>(step.sql, step.params);
       counts[step.table] = (counts[step.table] ?? 0) + (rowCount ?? 0);
       if (step.table === 'sources' && run.requireDisabled && rows[0]?.status === 'active') throw new SourceActiveError();
-      for (const row of rows) {
-        if (row.document_id) documentIds.add(String(row.document_id));
-        if (row.change_key !== undefined) changeKeys.set(step.table, [...(changeKeys.get(step.table) ?? []), row.change_key]);
-      }
+      for (const row of rows) if (row.document_id) documentIds.add(String(row.document_id));
     }
-    // A patient's: the feed's changes of the rows removed (they name rows that are gone, and a key may be the patient's id).
-    for (const [kind, keys] of changeKeys) {
-      const { rowCount } = await client.query(DELETE_CHANGES_OF_ROWS, [sourceId, kind, keys]);
-      counts.changes = (counts.changes ?? 0) + (rowCount ?? 0);
+    // A Patiro patient's: the feed's changes keyed by the patient's id.
+    if (run.patientId !== undefined && vendor === 'patiro') {
+      const { rowCount } = await client.query(DELETE_CHANGES_OF_PATIENT, [sourceId, run.patientId]);
+      counts.changes = rowCount ?? 0;
     }
     // After the deliveries and programs are deleted, so they no longer count as references. The
     // same PDF (stored once, by sha256) may belong to another patient's or clinic's delivery: then it stays.

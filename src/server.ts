@@ -4,13 +4,14 @@ import os from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Agent } from 'undici';
-import { buildApiApp } from './api/app.js';
+import type pg from 'pg';
+import { API_POOL_SIZE, buildApiApp } from './api/app.js';
 import { createWakeup, type Wakeup } from './api/wakeup.js';
 import { buildApp } from './app.js';
 import { MIN_SHUTDOWN_AFTER_DRAIN_MS, type Config } from './config.js';
 import { createAvailability } from './db/availability.js';
 import { changesSkipped } from './changes/changes-table.js';
-import { closeDatabase, createDatabase, poolOf, reservedPoolOf, type Database } from './db/client.js';
+import { closeDatabase, createDatabase, createReadPool, poolOf, reservedPoolOf, type Database } from './db/client.js';
 import { resolveDatabase, type ResolvedDatabase } from './db/database-url.js';
 import { connectWhenReachable, type Connecting } from './db/connect.js';
 import { createDownloadAgent } from './downloads/guarded-fetch.js';
@@ -89,6 +90,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   let metricsServer: FastifyInstance | undefined;
   let api: FastifyInstance | undefined;
   let wakeup: Wakeup | undefined;
+  let apiPool: pg.Pool | undefined;
   let retention: { stop(): Promise<void> } | undefined;
   let sources: SourceRegistry | undefined;
   let spool: Spool | undefined;
@@ -116,6 +118,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     await app?.close();
     await api?.close();
     await wakeup?.close();
+    await apiPool?.end();
     availability.stop();
     await replayer?.stop();
     await sources?.close();
@@ -148,8 +151,10 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     if (metrics && config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, config.host, config.metrics.port, logger);
     if (config.api) {
       wakeup = createWakeup(database.url, logger.child({ component: 'api' }));
+      apiPool = createReadPool(database.url, API_POOL_SIZE, Math.min(config.ackDeadlineMs, 1000));
       api = await buildApiApp({
         db,
+        pool: apiPool,
         logger: logger.child({ component: 'api' }),
         storage: createStorage(config.storage, db),
         wakeup,

@@ -88,6 +88,9 @@ WHERE row->>'current_document_sha256' IS NOT NULL
 const DROP_UNUSED_PDFS = `DELETE FROM imported_documents d WHERE NOT EXISTS (
   SELECT 1 FROM imported_physitrack_programs p WHERE p.row->>'current_document_sha256' = d.sha256)`;
 
+/** A request that hangs (a network that went silent) is given up, and tried again. */
+const withTimeout = (signal: AbortSignal, ms = 60_000) => AbortSignal.any([signal, AbortSignal.timeout(ms)]);
+
 interface Config {
   apiUrl: string;
   token: string;
@@ -115,7 +118,7 @@ async function get(config: Config, path: string, signal: AbortSignal, { notFound
 async function fetchPdfs(config: Config, db: pg.Pool | pg.PoolClient, sql: string, params: unknown[], signal: AbortSignal): Promise<void> {
   const { rows } = await db.query<{ id: string; sha256: string }>(sql, params);
   for (const { id, sha256 } of rows) {
-    const response = await get(config, `/v1/documents/${encodeURIComponent(id)}`, signal, { notFound: true });
+    const response = await get(config, `/v1/documents/${encodeURIComponent(id)}`, withTimeout(signal), { notFound: true });
     if (response === null) continue; // Erased since: the erasure is a later change of the feed.
     const content = Buffer.from(await response.arrayBuffer());
     const actual = createHash('sha256').update(content).digest('hex');
@@ -172,7 +175,7 @@ async function importPage(config: Config, pool: pg.Pool, stop: AbortSignal): Pro
   const { rows } = await pool.query<{ cursor: string }>('SELECT cursor FROM importer_cursor');
   const after = rows[0]!.cursor;
   const query = `after=${encodeURIComponent(after)}&limit=${PAGE_SIZE}&wait=${WAIT_SECONDS}`;
-  const response = await get(config, `/v1/changes?${query}`, AbortSignal.any([stop, AbortSignal.timeout((WAIT_SECONDS + 30) * 1000)]));
+  const response = await get(config, `/v1/changes?${query}`, withTimeout(stop, (WAIT_SECONDS + 30) * 1000));
   const pageText = await response!.text();
   const page = JSON.parse(pageText) as { changes: unknown[]; next: string };
   if (page.changes.length === 0 && page.next === after) return;
@@ -207,7 +210,7 @@ async function importPage(config: Config, pool: pg.Pool, stop: AbortSignal): Pro
  * stored cursor still gets 410).
  */
 async function resynchronise(config: Config, pool: pg.Pool, stop: AbortSignal): Promise<void> {
-  const { cursor: head } = (await (await get(config, '/v1/changes/head', stop))!.json()) as { cursor: string };
+  const { cursor: head } = (await (await get(config, '/v1/changes/head', withTimeout(stop)))!.json()) as { cursor: string };
   const client = await pool.connect();
   let failed = false;
   try {
@@ -215,7 +218,7 @@ async function resynchronise(config: Config, pool: pg.Pool, stop: AbortSignal): 
     for (const [kind, target] of Object.entries(TABLES)) {
       await client.query(`DELETE FROM ${target!.table}`);
       for (let after = ''; ; ) {
-        const response = await get(config, `/v1/rows/${kind}?limit=${PAGE_SIZE}&after=${encodeURIComponent(after)}`, stop);
+        const response = await get(config, `/v1/rows/${kind}?limit=${PAGE_SIZE}&after=${encodeURIComponent(after)}`, withTimeout(stop));
         const pageText = await response!.text();
         // As for the feed's pages: PostgreSQL reads the rows, so their numbers stay exact.
         await client.query(

@@ -3,13 +3,14 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import pg from 'pg';
 import { z } from 'zod';
 import { CursorExpiredError, decodeCursor, encodeCursor, readHead, readPage, type Page } from '../changes/changes-table.js';
-import { poolOf, type Database } from '../db/client.js';
+import type { Database } from '../db/client.js';
 import { API_ERRORS, ApiError, RETRY_AFTER_SECONDS } from '../errors.js';
 import { serverFactory } from '../http/connections.js';
+import { createThrottledLog, type ThrottledLog } from '../http/throttled-log.js';
 import { documentOfSources } from '../storage/document-rows.js';
 import type { PdfStorage } from '../storage/pdf-storage.js';
 import { authenticate, TOUCH, type Caller } from './consumers-table.js';
-import { decodePosition, encodePosition, readRows, ROW_KINDS, type RowKind } from './rows.js';
+import { decodePosition, encodePosition, keyFits, readRows, readSources, ROW_KINDS, type RowKind } from './rows.js';
 import type { Wakeup } from './wakeup.js';
 
 // The internal HTTP API: the change feed and the PDFs, for a PMS that cannot read this PostgreSQL.
@@ -18,6 +19,8 @@ import type { Wakeup } from './wakeup.js';
 
 export interface ApiDeps {
   db: Database;
+  /** The API's own connections (createReadPool): its reads never take a connection from the writes. */
+  pool: pg.Pool;
   logger: FastifyBaseLogger;
   storage: Pick<PdfStorage, 'open'>;
   wakeup: Wakeup;
@@ -25,6 +28,9 @@ export interface ApiDeps {
   maxConnections: number;
   https?: { key: Buffer; cert: Buffer } | undefined;
 }
+
+/** Connections the internal API holds: its reads queue here, never in the writes' pool. */
+export const API_POOL_SIZE = 4;
 
 /** The longest a long poll waits; a connection may stay silent a little longer than that. */
 export const MAX_WAIT_SECONDS = 60;
@@ -55,8 +61,9 @@ function bearerOf(request: FastifyRequest): string | undefined {
 }
 
 export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
-  const { db, wakeup } = deps;
-  const pool = poolOf(db);
+  const { db, wakeup, pool } = deps;
+  // What a client can cause at will (PostgreSQL away, a query refused) is logged once a second at most.
+  const throttled = createThrottledLog(deps.logger);
   const app = Fastify({
     loggerInstance: deps.logger,
     disableRequestLogging: true,
@@ -73,7 +80,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
   // Waiting polls end when the server closes, instead of holding the shutdown for their wait.
   const closing = new AbortController();
   app.addHook('onClose', async () => closing.abort());
-  app.setErrorHandler(answerError);
+  app.setErrorHandler((error: FastifyError | ApiError, request: FastifyRequest, reply: FastifyReply) => answerError(error, request, reply, throttled));
   app.setNotFoundHandler((_request, reply) => answer(reply, new ApiError('API_ERR_NOT_FOUND')));
 
   app.addHook('onRequest', async (request) => {
@@ -96,11 +103,13 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
     if (!after) throw new ApiError('API_ERR_BAD_REQUEST', 'after is not a cursor this feed gave out');
     const deadline = Date.now() + query.data.wait * 1000;
     let page: Page;
+    let from = after;
     for (;;) {
-      page = await readPage(pool, after, query.data.limit, request.caller!.scope);
-      // The cursor may move without changes (a scoped consumer skips others' changes): that is news too.
-      const moved = encodeCursor(page.next) !== encodeCursor(after);
-      if (page.count > 0 || moved || Date.now() >= deadline || closing.signal.aborted) break;
+      page = await readPage(pool, from, query.data.limit, request.caller!.scope);
+      // A consumer limited to sources skips others' changes: its cursor moves on, and it goes on
+      // waiting for its own, so the answer's timing says nothing of other clinics' writes.
+      if (page.count > 0 || Date.now() >= deadline || closing.signal.aborted) break;
+      from = page.next;
       await wakeup.wait(Math.min(RECHECK_MS, deadline - Date.now()), closing.signal);
     }
     // Written as PostgreSQL made it: numbers in the rows' data stay exactly as sent.
@@ -115,11 +124,15 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
     const query = rowsQuery.safeParse(request.query);
     if (!query.success) throw new ApiError('API_ERR_BAD_REQUEST', 'Bad query (after: a position this API gave out, limit: 1 to 1000)');
     const after = decodePosition(query.data.after);
-    if (after === undefined) throw new ApiError('API_ERR_BAD_REQUEST', 'after is not a position this API gave out');
+    if (after === undefined || (after !== null && !keyFits(kind, after.key))) throw new ApiError('API_ERR_BAD_REQUEST', 'after is not a position this API gave out');
     const page = await readRows(pool, kind, after, query.data.limit, request.caller!.scope);
     const next = page.next === undefined ? 'null' : JSON.stringify(encodePosition(page.next));
     return reply.type('application/json').send(`{"rows":${page.rowsJson},"next":${next}}`);
   });
+
+  // The sources a consumer may read, as receiver_v1.sources shows them (never a credential): how a
+  // PMS maps source_id to its own clinic (tenant_ref).
+  app.get('/v1/sources', async (request, reply) => reply.type('application/json').send(`{"sources":${await readSources(pool, request.caller!.scope)}}`));
 
   app.get<{ Params: { id: string } }>('/v1/documents/:id', async (request, reply) => {
     if (!/^[1-9][0-9]{0,18}$/.test(request.params.id)) throw new ApiError('API_ERR_NOT_FOUND');
@@ -145,10 +158,11 @@ function answer(reply: FastifyReply, error: ApiError): FastifyReply {
 }
 
 /** 4xx say what was wrong; anything else is a 503 that names nothing internal (and is logged). */
-function answerError(error: FastifyError | ApiError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+function answerError(error: FastifyError | ApiError, request: FastifyRequest, reply: FastifyReply, throttled: ThrottledLog): FastifyReply {
   if (error instanceof ApiError) return answer(reply, error);
   if (error instanceof CursorExpiredError) return answer(reply, new ApiError('API_ERR_CURSOR_EXPIRED'));
   if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) return answer(reply, new ApiError('API_ERR_BAD_REQUEST'));
-  request.log.error({ err: error instanceof pg.DatabaseError ? { code: error.code, message: error.message } : error }, 'api request failed');
+  const err = error instanceof pg.DatabaseError ? { code: error.code, message: error.message } : { name: error.name, message: error.message };
+  throttled.write('error', `api:${err.message}`, { err, path: request.routeOptions.url }, 'api request failed');
   return answer(reply, new ApiError('API_ERR_UNAVAILABLE', API_ERRORS.API_ERR_UNAVAILABLE.message));
 }

@@ -104,16 +104,18 @@ const equalHex = (a: string, b: string) => a.length === b.length && timingSafeEq
  * previous one, within its grace). Undefined for anything else, without saying which.
  */
 export async function authenticate(pool: pg.Pool, token: string): Promise<Caller | undefined> {
+  // Not a token at all (the format is no secret): refused without asking the database.
   const match = TOKEN.exec(token);
-  const hash = hashOf(match?.[2] ?? token);
-  // Looked up by id, so the hash is compared even for an unknown id: the time does not tell them apart.
+  if (!match) return undefined;
+  const hash = hashOf(match[2]!);
+  // Looked up by id, and the hash compared even for an unknown id: the time does not tell them apart.
   const { rows } = await pool.query<{ id: string; all_sources: boolean; source_ids: string[]; token_hash: string; previous_token_hash: string | null; previous_valid: boolean | null }>(
-    { name: 'consumer_authenticate', text: AUTHENTICATE, values: [match?.[1] ?? ''] },
+    { name: 'consumer_authenticate', text: AUTHENTICATE, values: [match[1]] },
   );
   const row = rows[0];
   const current = equalHex(hash, row?.token_hash ?? '0'.repeat(64));
   const previous = equalHex(hash, row?.previous_token_hash ?? '0'.repeat(64)) && row?.previous_valid === true;
-  if (!match || !row || !(current || previous)) return undefined;
+  if (!row || !(current || previous)) return undefined;
   return { id: row.id, scope: row.all_sources ? { all: true } : { all: false, sourceIds: row.source_ids } };
 }
 

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { Scope } from '../changes/changes-table.js';
+import { PAGE_BYTES, type Scope } from '../changes/changes-table.js';
 
 // The current rows, page by page, for a consumer that must copy them whole: a first import, or one
 // whose cursor retention purged past (410). Read from the read contract's views, as the feed's rows
@@ -72,15 +72,18 @@ export function decodePosition(text: string): RowPosition | undefined | null {
 function pageSql(kind: RowKind): string {
   const k = KINDS[kind];
   const row = k.extra ? `to_jsonb(v) || ${k.extra}` : 'to_jsonb(v)';
+  // As the feed's pages: at most $6 rows, and ended once the text passes $7 bytes (after one row at least).
   return `WITH page AS (
-  SELECT v.source_id, ${k.key} AS key, ${row} AS row, row_number() OVER (ORDER BY ${k.order}) AS ord FROM ${k.from}
+  SELECT v.source_id, ${k.key} AS key, (${row})::text AS row, row_number() OVER (ORDER BY ${k.order}) AS ord FROM ${k.from}
   WHERE ($3::boolean OR v.source_id = ANY ($4::text[])) AND ($5::boolean OR ${k.after})
   ORDER BY ${k.order} LIMIT $6
+), kept AS (
+  SELECT * FROM (SELECT p.*, sum(octet_length(p.row)) OVER (ORDER BY p.ord) - octet_length(p.row) AS before FROM page p) s WHERE before < $7
 ), last AS (
-  SELECT source_id, key FROM page ORDER BY ord DESC LIMIT 1
+  SELECT source_id, key FROM kept ORDER BY ord DESC LIMIT 1
 )
-SELECT (SELECT count(*)::int FROM page) AS n, (SELECT source_id FROM last) AS last_source, (SELECT key FROM last) AS last_key,
-       (SELECT COALESCE(json_agg(row ORDER BY ord), '[]'::json)::text FROM page) AS rows`;
+SELECT (SELECT count(*)::int FROM kept) AS n, (SELECT count(*)::int FROM page) AS read, (SELECT source_id FROM last) AS last_source,
+       (SELECT key FROM last) AS last_key, '[' || COALESCE((SELECT string_agg(row, ',' ORDER BY ord) FROM kept), '') || ']' AS rows`;
 }
 
 export interface RowsPage {
@@ -89,8 +92,8 @@ export interface RowsPage {
   next: RowPosition | undefined;
 }
 
-export async function readRows(pool: pg.Pool, kind: RowKind, after: RowPosition | null, limit: number, scope: Scope): Promise<RowsPage> {
-  const { rows } = await pool.query<{ n: number; last_source: string | null; last_key: string | null; rows: string }>(pageSql(kind), [
+export async function readRows(pool: pg.Pool, kind: RowKind, after: RowPosition | null, limit: number, scope: Scope, maxBytes = PAGE_BYTES): Promise<RowsPage> {
+  const { rows } = await pool.query<{ n: number; read: number; last_source: string | null; last_key: string | null; rows: string }>(pageSql(kind), [
     after?.sourceId ?? '',
     // Not read from the start ($5), but a valid bigint for the kinds keyed by id.
     after?.key ?? '0',
@@ -98,8 +101,25 @@ export async function readRows(pool: pg.Pool, kind: RowKind, after: RowPosition 
     scope.all ? [] : scope.sourceIds,
     after === null,
     limit,
+    maxBytes,
   ]);
   const row = rows[0]!;
-  const full = row.n === limit && row.last_source !== null && row.last_key !== null;
+  // More may follow when the page was full, or cut short by its size.
+  const full = (row.read === limit || row.n < row.read) && row.last_source !== null && row.last_key !== null;
   return { rowsJson: row.rows, next: full ? { sourceId: row.last_source!, key: row.last_key! } : undefined };
+}
+
+/** Whether a position's key can be one of the kind's keys (ids are whole numbers). */
+export function keyFits(kind: RowKind, key: string): boolean {
+  return KINDS[kind].key !== 'v.id::text' || /^(0|[1-9][0-9]{0,17})$/.test(key);
+}
+
+/** The consumer's sources, as the read contract shows them: a JSON array, written by PostgreSQL. */
+export async function readSources(pool: pg.Pool, scope: Scope): Promise<string> {
+  const { rows } = await pool.query<{ sources: string }>(
+    `SELECT COALESCE(json_agg(to_jsonb(v) ORDER BY v.vendor, v.id), '[]'::json)::text AS sources
+     FROM receiver_v1.sources v WHERE $1::boolean OR v.id = ANY ($2::text[])`,
+    [scope.all, scope.all ? [] : scope.sourceIds],
+  );
+  return rows[0]!.sources;
 }

@@ -59,32 +59,22 @@ const VISIBLE = 'c.txid < pg_snapshot_xmin(pg_current_snapshot())';
 
 /**
  * One page, in one statement (one snapshot): the purge mark, the visible changes after the cursor
- * (scanning at most $4 of them; those of the consumer's sources, at most $3), and the newest visible
- * position. Rows are built by PostgreSQL as JSON text from the read contract's views, so numbers in
- * jsonb reach the consumer exactly as sent.
+ * (scanning at most $4 of them; those of the consumer's sources, at most $3), each with its row,
+ * and where the next page starts. Rows are built by PostgreSQL as JSON text from the read
+ * contract's views, so numbers in jsonb reach the consumer exactly as sent. A page also ends once
+ * its text passes $7 bytes (always after at least one change): rows are as large as a vendor's
+ * body, and a page of them must fit in memory, here and in the consumer.
  */
 const PAGE = `
-WITH purged AS (
-  SELECT txid, change_id FROM changes_purged
-), scanned AS (
+WITH scanned AS (
   SELECT c.* FROM changes c
   WHERE (c.txid, c.id) > ($1::xid8, $2::bigint) AND ${VISIBLE}
   ORDER BY c.txid, c.id LIMIT $4
 ), page AS (
   SELECT s.* FROM scanned s WHERE $5::boolean OR s.source_id = ANY ($6::text[])
   ORDER BY s.txid, s.id LIMIT $3
-), last_scanned AS (
-  SELECT txid, id FROM scanned ORDER BY txid DESC, id DESC LIMIT 1
-), last_page AS (
-  SELECT txid, id FROM page ORDER BY txid DESC, id DESC LIMIT 1
-)
-SELECT
-  EXISTS (SELECT 1 FROM purged p WHERE ($1::xid8, $2::bigint) < (p.txid, p.change_id)) AS expired,
-  (SELECT count(*)::int FROM page) AS n,
-  -- A full page ends at its last row; otherwise every scanned row was looked at.
-  CASE WHEN (SELECT count(*) FROM page) = $3 THEN (SELECT txid::text FROM last_page) ELSE (SELECT txid::text FROM last_scanned) END AS next_txid,
-  CASE WHEN (SELECT count(*) FROM page) = $3 THEN (SELECT id::text FROM last_page) ELSE (SELECT id::text FROM last_scanned) END AS next_id,
-  (SELECT COALESCE(json_agg(json_build_object(
+), built AS (
+  SELECT p.txid, p.id, json_build_object(
      'id', p.id::text, 'cursor', 'c1.' || p.txid::text || '.' || p.id::text, 'kind', p.kind, 'vendor', p.vendor,
      'source_id', p.source_id, 'key', p.key, 'at', p.at,
      'row', CASE p.kind
@@ -95,7 +85,30 @@ SELECT
        WHEN 'physitrack_programs' THEN (SELECT to_jsonb(v) || jsonb_build_object('current_document_sha256', d.sha256)
          FROM receiver_v1.physitrack_programs v LEFT JOIN documents d ON d.id = v.current_document_id WHERE v.id = p.key::bigint AND v.source_id = p.source_id)
        WHEN 'erasures' THEN (SELECT to_jsonb(v) FROM receiver_v1.erasures v WHERE v.id = p.key::bigint AND v.source_id = p.source_id)
-     END) ORDER BY p.txid, p.id), '[]'::json)::text FROM page p) AS changes`;
+     END)::text AS change
+  FROM page p
+), sized AS (
+  SELECT b.*, sum(octet_length(b.change)) OVER (ORDER BY b.txid, b.id) - octet_length(b.change) AS before FROM built b
+), kept AS (
+  SELECT * FROM sized WHERE before < $7
+), last AS (
+  -- Cut by size: after the last change kept. A full page: after its last change. Otherwise every
+  -- scanned change was looked at, and none after the last is the consumer's.
+  SELECT txid, id FROM (
+    (SELECT txid, id, 1 AS rule FROM kept WHERE (SELECT count(*) FROM kept) < (SELECT count(*) FROM page) ORDER BY txid DESC, id DESC LIMIT 1)
+    UNION ALL (SELECT txid, id, 2 FROM page WHERE (SELECT count(*) FROM page) = $3 ORDER BY txid DESC, id DESC LIMIT 1)
+    UNION ALL (SELECT txid, id, 3 FROM scanned ORDER BY txid DESC, id DESC LIMIT 1)
+  ) candidates ORDER BY rule LIMIT 1
+)
+SELECT
+  EXISTS (SELECT 1 FROM changes_purged m WHERE ($1::xid8, $2::bigint) < (m.txid, m.change_id)) AS expired,
+  -- No transaction of this database has this id yet: a cursor of another database, or of this one
+  -- before a restore from backup. Going on from it would skip every change until ids catch up.
+  $1::xid8 >= pg_snapshot_xmax(pg_current_snapshot()) AS future,
+  (SELECT count(*)::int FROM kept) AS n,
+  (SELECT txid::text FROM last) AS next_txid,
+  (SELECT id::text FROM last) AS next_id,
+  '[' || COALESCE((SELECT string_agg(change, ',' ORDER BY txid, id) FROM kept), '') || ']' AS changes`;
 
 export interface Page {
   /** The JSON array of changes, as PostgreSQL wrote it. */
@@ -106,23 +119,30 @@ export interface Page {
 
 export type Scope = { all: true } | { all: false; sourceIds: readonly string[] };
 
-/** The cursor is before what retention has purged: the consumer must resynchronise. */
+/**
+ * The consumer must resynchronise: its cursor is before what retention has purged, or from no
+ * transaction this database has had yet (another database, or this one restored from a backup).
+ */
 export class CursorExpiredError extends Error {
   override readonly name = 'CursorExpiredError';
 }
 
+/** Bytes of rows one page carries at most (and always at least one change, however large). */
+export const PAGE_BYTES = 8 * 1024 * 1024;
+
 /** How many changes one request scans at most, whatever its scope matches: a bound on its cost. */
 export const SCAN_LIMIT = 10_000;
 
-export async function readPage(pool: pg.Pool | pg.PoolClient, after: Cursor, limit: number, scope: Scope): Promise<Page> {
-  const { rows } = await pool.query<{ expired: boolean; n: number; next_txid: string | null; next_id: string | null; changes: string }>({
+export async function readPage(pool: pg.Pool | pg.PoolClient, after: Cursor, limit: number, scope: Scope, maxBytes = PAGE_BYTES): Promise<Page> {
+  const { rows } = await pool.query<{ expired: boolean; future: boolean; n: number; next_txid: string | null; next_id: string | null; changes: string }>({
     name: 'changes_page',
     text: PAGE,
     // Every change is a consumer's of every source: scanning past the page would read rows for nothing.
-    values: [after.txid, after.id, limit, scope.all ? limit : Math.max(limit, SCAN_LIMIT), scope.all, scope.all ? [] : scope.sourceIds],
+    values: [after.txid, after.id, limit, scope.all ? limit : Math.max(limit, SCAN_LIMIT), scope.all, scope.all ? [] : scope.sourceIds, maxBytes],
   });
   const row = rows[0]!;
   if (row.expired) throw new CursorExpiredError('the change feed was purged past this cursor');
+  if (row.future) throw new CursorExpiredError('the cursor is of a transaction this database has not had');
   const next = row.next_txid !== null && row.next_id !== null ? { txid: row.next_txid, id: row.next_id } : after;
   return { changesJson: row.changes, count: row.n, next };
 }
@@ -161,9 +181,11 @@ export async function heldBack(pool: pg.Pool): Promise<HeldBack> {
  */
 export const PURGE_CHANGES = `
 WITH batch AS (
-  SELECT id FROM changes WHERE at < $1::timestamptz LIMIT $2 FOR UPDATE SKIP LOCKED
+  -- Only what readers may take already: a change held back behind an open transaction is not
+  -- purged, nor is the mark moved past that transaction (whose changes would then be skipped).
+  SELECT txid, id FROM changes c WHERE at < $1::timestamptz AND ${VISIBLE} LIMIT $2 FOR UPDATE SKIP LOCKED
 ), gone AS (
-  DELETE FROM changes c USING batch b WHERE c.id = b.id RETURNING c.txid, c.id
+  DELETE FROM changes c USING batch b WHERE (c.txid, c.id) = (b.txid, b.id) RETURNING c.txid, c.id
 ), top AS (
   SELECT txid, id FROM gone ORDER BY txid DESC, id DESC LIMIT 1
 ), mark AS (
@@ -173,8 +195,12 @@ WITH batch AS (
 )
 SELECT count(*)::int AS n FROM gone`;
 
-/** For erasure: the changes of the rows it removed ($1 source, $2 kind, $3 keys); they name rows that are gone. */
-export const DELETE_CHANGES_OF_ROWS = `DELETE FROM changes WHERE source_id = $1 AND kind = $2 AND key = ANY ($3::text[])`;
+/**
+ * For a patient's erasure ($1 source, $2 patient id): the changes whose key is the patient's id.
+ * The other changes of the erased rows stay: their keys are event, delivery and program ids, which
+ * name nothing once the rows are gone (the feed gives them without a row).
+ */
+export const DELETE_CHANGES_OF_PATIENT = `DELETE FROM changes WHERE kind = 'patiro_patients' AND source_id = $1 AND key = $2`;
 
-/** For an offboarding: every change of the source ($1 vendor, $2 source). */
+/** For an offboarding: every change of the source ($1 vendor, $2 source). Reads the whole table: offboardings are rare. */
 export const DELETE_CHANGES_OF_SOURCE = `DELETE FROM changes WHERE source_id = $2 AND vendor = $1`;

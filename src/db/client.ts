@@ -59,6 +59,17 @@ export function createDatabase({ url, poolSize, connectTimeoutMs, queryTimeoutMs
   return db;
 }
 
+/**
+ * A small pool of its own for readers that must not take connections from the writes: the internal
+ * API's long polls and pages. Ended by its owner.
+ */
+export function createReadPool(url: string, max: number, connectTimeoutMs: number, queryTimeoutMs = 15_000): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: connectTimeoutMs, query_timeout: queryTimeoutMs, idleTimeoutMillis: 30_000, keepAlive: true });
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
+}
+
 function poolsOf(db: Database): Pools {
   const pools = POOLS.get(db);
   if (!pools) throw new Error('this database client was not made by createDatabase');

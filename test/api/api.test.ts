@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import type pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { buildApiApp } from '../../src/api/app.js';
 import { addConsumer, rotateConsumer, setConsumerStatus } from '../../src/api/consumers-table.js';
 import { createWakeup, type Wakeup } from '../../src/api/wakeup.js';
+import { readPage, START } from '../../src/changes/changes-table.js';
 import { newReceipt } from '../../src/audit.js';
 import { loadConfig } from '../../src/config.js';
-import { closeDatabase, createDatabase, type Database } from '../../src/db/client.js';
+import { closeDatabase, createDatabase, createReadPool, type Database } from '../../src/db/client.js';
 import { insertDeliveries } from '../../src/downloads/intake.js';
 import { purge } from '../../src/retention.js';
 import { startService } from '../../src/server.js';
@@ -25,6 +27,7 @@ let database: TestDatabase;
 let db: Database;
 let api: FastifyInstance;
 let wakeup: Wakeup;
+let readPool: pg.Pool;
 let logs: CapturedLogs;
 const A = 'clinicaaaaaaaaaaaaaa';
 const B = 'clinicbbbbbbbbbbbbbb';
@@ -34,12 +37,14 @@ beforeAll(async () => {
   db = createDatabase({ url: database.url, poolSize: 4, connectTimeoutMs: 5000 });
   logs = captureLogs('debug');
   wakeup = createWakeup(database.url, logs.logger);
-  api = await buildApiApp({ db, logger: logs.logger, storage: createStorage({ kind: 'database', pdfDir: '/nonexistent' }, db), wakeup, requestTimeoutMs: 10_000, maxConnections: 64 });
+  readPool = createReadPool(database.url, 4, 5000);
+  api = await buildApiApp({ db, pool: readPool, logger: logs.logger, storage: createStorage({ kind: 'database', pdfDir: '/nonexistent' }, db), wakeup, requestTimeoutMs: 10_000, maxConnections: 64 });
   await api.ready();
 });
 afterAll(async () => {
   await api.close();
   await wakeup.close();
+  await readPool.end();
   await closeDatabase(db);
   await database.drop();
 });
@@ -121,6 +126,28 @@ describe('the internal API: who may read', () => {
     const second = (await get(`/v1/changes?limit=100&after=${first.next}`, onlyA.token)).json() as { changes: Change[]; next: string };
     expect(second.changes.map((c) => c.kind)).toEqual(['patiro_events', 'patiro_patients']);
     expect(second.changes.every((c) => c.source_id === A)).toBe(true);
+  });
+
+  it("does not wake a limited consumer's long poll for another source's write: it answers at the deadline, its cursor moved on", async () => {
+    const onlyA = await addConsumer(db, { name: 'A', sourceIds: [A] });
+    const head = ((await get('/v1/changes/head', onlyA.token)).json() as { cursor: string }).cursor;
+    const started = Date.now();
+    const waiting = get(`/v1/changes?wait=2&after=${head}`, onlyA.token);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await writePatiroBatch(db, [patiro(B)]);
+    const res = (await waiting).json() as { changes: Change[]; next: string };
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+    expect(res.changes).toEqual([]);
+    expect(res.next).not.toBe(head);
+  });
+
+  it('lists the consumer its sources (as receiver_v1.sources: no credentials)', async () => {
+    await database.pool.query(`INSERT INTO sources (vendor, id, name, tenant_ref) VALUES ('patiro', $1, 'Clinic A', 'pms-17'), ('patiro', $2, 'Clinic B', NULL) ON CONFLICT DO NOTHING`, [A, B]);
+    const onlyA = await addConsumer(db, { name: 'A', sourceIds: [A] });
+    const res = await get('/v1/sources', onlyA.token);
+    expect(res.json()).toEqual({ sources: [expect.objectContaining({ id: A, name: 'Clinic A', tenant_ref: 'pms-17' })] });
+    expect(res.body).not.toContain('credential');
+    await database.pool.query('DELETE FROM sources WHERE id = ANY ($1)', [[A, B]]);
   });
 
   it('is not served on the webhook port, and not at all without API_PORT', async () => {
@@ -221,6 +248,25 @@ describe('GET /v1/changes', () => {
     expect((await get(`/v1/changes?after=${head}`, token)).statusCode).toBe(200);
   });
 
+  it('answers 410 to a cursor of a transaction this database has not had (another database, a restored backup)', async () => {
+    const { token } = await addConsumer(db, { name: 'PMS' });
+    const res = await get('/v1/changes?after=c1.999999999999.1', token);
+    expect(res.statusCode).toBe(410);
+    await expect(database.pool.query(`SELECT * FROM receiver_v1.changes_after('c1.999999999999.1', 10)`)).rejects.toMatchObject({ code: 'WRC10' });
+  });
+
+  it('ends a page once its text passes the byte bound, after at least one change, and goes on from there', async () => {
+    const big = (i: number) => `{"id":"p-big-${i}","blob":"${'x'.repeat(200_000)}"}`;
+    await writePatiroBatch(db, [patiro(A, big(1)), patiro(A, big(2)), patiro(A, big(3))]);
+    const first = await readPage(readPool, START, 100, { all: true }, 300_000);
+    // Three events and three patients, each carrying the 200 kB blob: a page stops after the second change.
+    expect(first.count).toBe(2);
+    const rest = await readPage(readPool, first.next, 100, { all: true }, 300_000);
+    const last = await readPage(readPool, rest.next, 100, { all: true }, 1);
+    expect(first.count + rest.count + last.count + (await readPage(readPool, last.next, 100, { all: true })).count).toBe(6);
+    expect(last.count).toBe(1);
+  });
+
   it('answers 400 to what is not a cursor, a limit or a wait', async () => {
     const { token } = await addConsumer(db, { name: 'PMS' });
     for (const query of ['after=abc', 'after=c1.1', 'limit=0', 'limit=1001', 'limit=x', 'wait=61', 'wait=-1', 'limit=1&limit=2', `after=${'c'.repeat(100)}`]) {
@@ -269,6 +315,8 @@ describe('GET /v1/rows/:kind', () => {
     expect(bodies.some((body) => body.includes('98765432109876543210.5'))).toBe(true);
     expect((await get('/v1/rows/documents', all.token)).statusCode).toBe(404);
     expect((await get('/v1/rows/patiro_events?after=notaposition', all.token)).statusCode).toBe(400);
+    const badId = Buffer.from(JSON.stringify(['x', 'not-a-number'])).toString('base64url');
+    expect((await get(`/v1/rows/physitrack_deliveries?after=${badId}`, all.token)).statusCode).toBe(400);
   });
 });
 

@@ -138,8 +138,24 @@ describe('the change feed', () => {
     }
   });
 
+  it('never purges a change held back behind an open transaction, nor moves the purge mark past that transaction', async () => {
+    const first = await openWriter(['held']);
+    try {
+      await writePatiroBatch(db, [patiro('old-but-held')]);
+      await database.pool.query(`UPDATE changes SET at = now() - interval '40 days'`);
+      const result = await purge(db, { olderThanMs: 30 * 86_400_000, dryRun: false, includeDocuments: false, pdfDir: '/nonexistent' });
+      expect(result.counts.changes).toBe(0);
+      expect((await database.pool.query('SELECT count(*)::int AS n FROM changes_purged')).rows[0].n).toBe(0);
+      await first.query('COMMIT');
+    } finally {
+      await first.end();
+    }
+    // Once the transaction ends, everything is there for a reader from the start.
+    expect((await sqlPage('')).map((r) => r.key)).toEqual(['held', 'old-but-held', 'p-old-but-held']);
+  });
+
   it('refuses what is not a cursor', async () => {
-    for (const bad of ['c1.x.1', 'c2.1.1', '1.1', 'c1.1', `c1.${'9'.repeat(21)}.1`]) {
+    for (const bad of ['c1.x.1', 'c2.1.1', '1.1', 'c1.1', `c1.${'9'.repeat(21)}.1`, `c1.${'9'.repeat(20)}.1`, `c1.1.${'9'.repeat(19)}`]) {
       await expect(sqlPage(bad), bad).rejects.toMatchObject({ code: '22023' });
       expect(decodeCursor(bad), bad).toBeUndefined();
     }

@@ -17,13 +17,13 @@ CREATE TABLE "changes" (
     "key" TEXT NOT NULL,
     "at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
 
-    CONSTRAINT "changes_pkey" PRIMARY KEY ("id"),
+    -- The feed's order, and the one index every change pays for on the ack path.
+    CONSTRAINT "changes_pkey" PRIMARY KEY ("txid", "id"),
     CONSTRAINT "changes_kind_check" CHECK ("kind" IN ('patiro_events', 'patiro_patients', 'physitrack_deliveries', 'physitrack_programs', 'erasures'))
 );
--- The feed's order and its reads.
-CREATE INDEX "changes_txid_id_idx" ON "changes"("txid", "id");
--- An erasure removes the changes of the rows it removes.
-CREATE INDEX "changes_source_id_kind_key_idx" ON "changes"("source_id", "kind", "key");
+-- A patient's erasure removes the changes whose key is the patient's id (the other kinds are keyed
+-- by ids that name nothing once the rows are gone): only those rows are in this index.
+CREATE INDEX "changes_patient_idx" ON "changes"("source_id", "key") WHERE "kind" = 'patiro_patients';
 -- Retention: rows are appended in time order, so a block range index finds old ones at little cost per write.
 CREATE INDEX "changes_at_idx" ON "changes" USING BRIN ("at");
 
@@ -96,7 +96,7 @@ BEGIN
     END IF;
     IF after IS NOT NULL AND after <> '' THEN
         parts := regexp_match(after, '^c1\.([0-9]{1,20})\.([0-9]{1,19})$');
-        IF parts IS NULL THEN
+        IF parts IS NULL OR parts[1]::numeric > 18446744073709551615 OR parts[2]::numeric > 9223372036854775807 THEN
             RAISE EXCEPTION 'not a change feed cursor' USING ERRCODE = '22023';
         END IF;
         after_txid := parts[1]::xid8;
@@ -105,6 +105,12 @@ BEGIN
     SELECT p.txid, p.change_id INTO purged FROM "public"."changes_purged" p;
     IF FOUND AND (after_txid, after_id) < (purged.txid, purged.change_id) THEN
         RAISE EXCEPTION 'the change feed was purged past this cursor: resynchronise from the tables'
+            USING ERRCODE = 'WRC10', HINT = 'Read the tables (or views) again, starting from the cursor of receiver_v1.changes_head().';
+    END IF;
+    -- A cursor of no transaction this database has had (another database, or a restored backup):
+    -- going on from it would skip every change until the ids catch up.
+    IF after_txid >= pg_snapshot_xmax(pg_current_snapshot()) THEN
+        RAISE EXCEPTION 'this cursor is of a transaction this database has not had: resynchronise from the tables'
             USING ERRCODE = 'WRC10', HINT = 'Read the tables (or views) again, starting from the cursor of receiver_v1.changes_head().';
     END IF;
     RETURN QUERY
@@ -120,11 +126,13 @@ END $$;
 CREATE OR REPLACE FUNCTION "receiver_v1"."changes_head"()
 RETURNS TEXT
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT COALESCE(
-        (SELECT 'c1.' || c.txid::text || '.' || c.id::text FROM "public"."changes" c
-         WHERE c.txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY c.txid DESC, c.id DESC LIMIT 1),
-        (SELECT 'c1.' || p.txid::text || '.' || p.change_id::text FROM "public"."changes_purged" p),
-        '')
+    -- The newer of the newest change a reader may take and the purge mark.
+    SELECT COALESCE((
+        SELECT 'c1.' || h.txid::text || '.' || h.id::text FROM (
+            (SELECT c.txid, c.id FROM "public"."changes" c
+             WHERE c.txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY c.txid DESC, c.id DESC LIMIT 1)
+            UNION ALL (SELECT p.txid, p.change_id FROM "public"."changes_purged" p)
+        ) h ORDER BY h.txid DESC, h.id DESC LIMIT 1), '')
 $$;
 
 REVOKE ALL ON FUNCTION "receiver_v1"."changes_after"(TEXT, INTEGER) FROM PUBLIC;
