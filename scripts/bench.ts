@@ -3,6 +3,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { migrate } from '../src/db/migrate.js';
+import { runChangesPhases } from './bench/changes.js';
 import { runBaseline, startDatabaseServer } from './bench/database.js';
 import { parseOptions, PHASE_GROUPS, USAGE, type BenchContext, type BenchOptions } from './bench/options.js';
 import { makeSelfSignedCert, runHttpPhase, runPdfPhases, runWebhookPhases, startFileHost } from './bench/phases.js';
@@ -22,7 +23,7 @@ async function setUp(o: BenchOptions, cleanup: Cleanup, results: Results): Promi
   await chmod(tmpDir, 0o755); // as root, the embedded PostgreSQL runs as `postgres` and must reach its data
   cleanup.add('remove the temporary directory', () => rm(tmpDir, { recursive: true, force: true }));
   // Only the phases with a service need it compiled; the bare server and the baselines run under tsx.
-  const runsService = o.only.has('webhooks') || o.only.has('spool') || o.only.has('pdf');
+  const runsService = o.only.has('webhooks') || o.only.has('spool') || o.only.has('pdf') || o.only.has('changes');
   if (runsService) {
     say('compiling the service: tsc -p tsconfig.build.json (into dist/)');
     await compileService(cleanup.signal);
@@ -65,6 +66,7 @@ async function bench(o: BenchOptions, cleanup: Cleanup, results: Results): Promi
   if (o.only.has('spool')) await runSpoolPhases(ctx, (results.spool = { healthy: [], away: [] }));
   if (o.only.has('http')) await runHttpPhase(ctx, results);
   if (o.only.has('pdf')) await runPdfPhases(ctx, results);
+  if (o.only.has('changes')) await runChangesPhases(ctx, (results.changes = { cost: [], feed: [], logs: [] }));
   say('done; cleaning up');
 }
 

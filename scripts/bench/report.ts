@@ -1,3 +1,4 @@
+import type { ChangesResults, ChangesVendor } from './changes.js';
 import type { CpuUse } from './processes.js';
 import type { ByteaResult, DbResult } from './database.js';
 import type { LoadResult } from './load.js';
@@ -9,10 +10,10 @@ import type { SpoolResults, SpoolVendor } from './spool.js';
 export type WebhookResult = { load: LoadResult; stored: number; ackedFound: number; cpu: CpuUse };
 
 // Filled phase by phase: `patiroSplit` is 1b (half the connections to the default source, half to one from the table, at once), `singleRow`
-// and `wholeStatement` are 2 and 2b, `toFiles` and `byteaLimit` the PDF pipeline's durable baselines, `spool` phases 6–8.
+// and `wholeStatement` are 2 and 2b, `toFiles` and `byteaLimit` the PDF pipeline's durable baselines, `spool` phases 6–8, `changes` 9 and 10.
 export type Results = { header: string[]; o: BenchOptions; patiro?: WebhookResult; patiroSplit?: { viaDefault: WebhookResult; viaSource: WebhookResult };
   lone?: LoadResult; loneUnbatched?: LoadResult; singleRow?: DbResult; wholeStatement?: DbResult; http?: { load: LoadResult; cpu: CpuUse }; physitrack?: WebhookResult;
-  pipeline?: PipelineResult; toFiles?: FetchResult; byteaLimit?: ByteaResult; spool?: SpoolResults };
+  pipeline?: PipelineResult; toFiles?: FetchResult; byteaLimit?: ByteaResult; spool?: SpoolResults; changes?: ChangesResults };
 
 const num = (n: number) => (!Number.isFinite(n) ? '–' : n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 2));
 const ms = (n: number) => (Number.isFinite(n) ? `${n.toFixed(n >= 100 ? 0 : n >= 10 ? 1 : 2)} ms` : '–');
@@ -131,6 +132,97 @@ function healthyRates(s: SpoolResults, vendor: SpoolVendor) {
     atOnce: offAtOnce && onAtOnce && { rate: times(rateOf(onAtOnce.load), rateOf(offAtOnce.load)), serviceCpu: times(cpu([onAtOnce], 'target'), cpu([offAtOnce], 'target')) } };
 }
 
+const sum = (counts: Record<string, number>) => Object.values(counts).reduce((n, c) => n + c, 0);
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/** Phases 9 and 10: the cost of the change rows on the ack path, and the feed read while the service is loaded. */
+function changesTable({ o, changes: c }: Results, alarms: string[]): string[] {
+  if (!c) return [];
+  const rows = [['', 'rate', 'p50', 'p99', 'max', 'non-2xx', 'rows stored / 2xx', ...CPU_HEADS, 'change rows per ack']];
+  for (const t of c.cost) {
+    rows.push([`9  ${t.vendor}, change rows ${t.changes.padEnd(3)} (round ${t.round}, c=${o.connections})`, ...webhookCells('9', t.w, alarms), num(sum(t.changeRows) / t.w.load.acked)]);
+    if (t.changes === 'off' && sum(t.changeRows) > 0) alarms.push(`9: ${t.vendor}, round ${t.round}: ${sum(t.changeRows)} change rows written with the switch set`);
+    if (t.changes === 'on' && sum(t.changeRows) < t.w.load.acked) alarms.push(`9: ${t.vendor}, round ${t.round}: ${sum(t.changeRows)} change rows for ${t.w.load.acked} acks`);
+  }
+  const feedRows = [['', 'acks/s', 'p50', 'p99', 'non-2xx', 'changes written/s', 'read/s', 'unread at the load\'s end', 'caught up after', ...CPU_HEADS]];
+  for (const f of c.feed) {
+    const written = f.written / f.load.elapsedS;
+    feedRows.push([`10 ${f.vendor} at c=${o.connections}, two readers meanwhile`, num(rateOf(f.load)), ms(f.load.latency.p50), ms(f.load.latency.p99), refusedText(f.load),
+      num(written), '', '', '', ...cpuCells('10', f.cpu, f.load.acked, alarms)]);
+    for (const r of f.readers) {
+      feedRows.push([`     reader ${r.name}`, '', '', '', '', '', num(r.readInWindow / f.load.elapsedS), `${int(r.lagAtStop)}${r.lagAtStop > 0 ? ` (${ms((1000 * r.lagAtStop) / written)} of writes)` : ''}`,
+        Number.isNaN(r.caughtUpAfterS) ? '!!! not in 120 s' : `${r.caughtUpAfterS.toFixed(2)} s`]);
+      if (Number.isNaN(r.caughtUpAfterS)) alarms.push(`10: ${f.vendor}: the reader ${r.name} did not reach the head within 120 s of the load's end`);
+      if (r.errors > 0) alarms.push(`10: ${f.vendor}: the reader ${r.name} met ${r.errors} errors`);
+    }
+  }
+  const lines = ['Change feed (issue 21): 9 the same service on two databases, one with webhook_receiver.bench_skip_changes = on (the same statements',
+    'without change rows), in turns, after a few seconds of filling and an ANALYZE; change rows per ack counted in the measured window. 10 one service',
+    'as shipped, filled and analyzed likewise, loaded while two readers page through the feed from the head (500 rows a page): unread = visible',
+    'changes not yet read as the load ends, caught up = from then until the reader reaches the head of that moment.',
+    table(rows)];
+  for (const vendor of new Set(c.cost.map((t) => t.vendor))) {
+    const on = c.cost.filter((t) => t.vendor === vendor && t.changes === 'on');
+    const kinds = new Map<string, number>();
+    for (const t of on) for (const [kind, n] of Object.entries(t.changeRows)) kinds.set(kind, (kinds.get(kind) ?? 0) + n);
+    const acked = on.reduce((n, t) => n + t.w.load.acked, 0);
+    lines.push(`   9 ${vendor}, change rows on, per ack by kind: ${[...kinds].map(([kind, n]) => `${kind} ${num(n / acked)}`).join(', ') || 'none'}`);
+    const [off, onCpu] = costRates(c, vendor).postgresCpu;
+    if (Math.max(off, onCpu) > 2 * Math.min(off, onCpu)) alarms.push(`9: ${vendor}: PostgreSQL spent ${num(off * 1e6)} µs per ack without change rows, ${num(onCpu * 1e6)} µs with them: `
+      + 'more than the change rows can cost; their databases differ (a plan?)');
+  }
+  if (c.totals) {
+    lines.push(`   9 afterwards, rows in changes: ${int(c.totals.off)} in the database with the switch (a new connection reads it as '${c.totals.setting}'), ${int(c.totals.on)} in the other`);
+    if (c.totals.off !== 0 || c.totals.setting !== 'on') alarms.push(`9: the database with the switch holds ${c.totals.off} change rows (setting '${c.totals.setting}'): the switch did not work`);
+  }
+  if (c.feed.length > 0) lines.push('', table(feedRows));
+  for (const k of c.check ?? []) {
+    const once = k.reads === k.distinct && k.missing === 0 && k.unknown === 0 && k.distinct >= k.due;
+    lines.push(`   10 reader ${k.name}: ${int(k.distinct)} distinct ids in ${int(k.reads)} rows read; of the ${int(k.due)} changes from its start to the head, ${k.missing} missing; `
+      + `${k.unknown} ids not in the table  ${once ? 'once' : '!!! NOT ONCE'}`);
+    if (!once) alarms.push(`10: reader ${k.name}: ${k.reads} rows read, ${k.distinct} distinct, ${k.missing} of ${k.due} changes missing, ${k.unknown} unknown ids`);
+  }
+  for (const b of c.backlog ?? []) {
+    lines.push(`   10 a new reader ${b.name}, with no load: ${int(b.changes)} changes from the feed's start in ${b.seconds.toFixed(1)} s, ${int(b.changes / b.seconds)} a second`);
+    if (Number.isNaN(b.seconds)) alarms.push(`10: a new reader ${b.name} did not reach the head within 600 s`);
+  }
+  for (const l of c.logs) {
+    if (l.warnings > 0 || l.errors > 0 || l.expected > 0) {
+      lines.push(`   ${l.service}: ${l.errors} errors, ${l.warnings} warnings logged${l.expected > 0 ? ` (and ${l.expected} error the switch is meant to log)` : ''}${l.first ? `; the first error: ${l.first}` : ''}`);
+    }
+    if (l.errors > 0) alarms.push(`${l.service}: ${l.errors} errors logged; the first: ${l.first ?? '?'}`);
+  }
+  return [...lines, ''];
+}
+
+/** Phase 9 by vendor and setting: mean rates, on ÷ off round by round, and CPU per ack over all rounds (the service's, PostgreSQL's). */
+function costRates(c: ChangesResults, vendor: ChangesVendor) {
+  const of = (changes: 'off' | 'on') => c.cost.filter((t) => t.vendor === vendor && t.changes === changes).sort((a, b) => a.round - b.round).map((t) => t.w);
+  const [off, on] = [of('off'), of('on')];
+  const mean = (ws: WebhookResult[]) => ws.reduce((n, w) => n + rateOf(w.load), 0) / ws.length;
+  const cpu = (ws: WebhookResult[], side: 'target' | 'postgres') => ws.reduce((n, w) => n + w.cpu[side], 0) / ws.reduce((n, w) => n + w.load.acked, 0);
+  const p = (ws: WebhookResult[], q: 'p50' | 'p99') => ws.reduce((n, w) => n + w.load.latency[q], 0) / ws.length;
+  return { off: mean(off), on: mean(on), byRound: on.map((w, i) => times(rateOf(w.load), rateOf(off[i]!.load))),
+    serviceCpu: [cpu(off, 'target'), cpu(on, 'target')] as const, postgresCpu: [cpu(off, 'postgres'), cpu(on, 'postgres')] as const,
+    latency: { off: [p(off, 'p50'), p(off, 'p99')], on: [p(on, 'p50'), p(on, 'p99')] } };
+}
+
+function changesTargets({ changes: c }: Results, target: (label: string, value: string, goal?: string, ok?: boolean) => void): void {
+  for (const vendor of c?.cost.length ? (['Patiro', 'Physitrack'] as const) : []) {
+    const k = costRates(c!, vendor);
+    if (!Number.isFinite(k.on) || !Number.isFinite(k.off)) continue;
+    target(`${vendor} acks/s, change rows on ÷ off (9, mean of rounds; by round)`, `${times(k.on, k.off)} (${k.byRound.join(', ')})`, 'target ≥ 0.9×', k.on >= 0.9 * k.off);
+    target(`${vendor} CPU µs per ack, change rows off → on (9, all rounds): service; PostgreSQL`,
+      `${num(k.serviceCpu[0] * 1e6)} → ${num(k.serviceCpu[1] * 1e6)} (${times(k.serviceCpu[1], k.serviceCpu[0])}); ${num(k.postgresCpu[0] * 1e6)} → ${num(k.postgresCpu[1] * 1e6)} (${times(k.postgresCpu[1], k.postgresCpu[0])})`);
+    target(`${vendor} p50 / p99, change rows off → on (9, mean of rounds)`, `${ms(k.latency.off[0]!)} / ${ms(k.latency.off[1]!)} → ${ms(k.latency.on[0]!)} / ${ms(k.latency.on[1]!)}`);
+    const feed = c!.feed.find((f) => f.vendor === vendor);
+    if (feed) target(`${vendor} acks/s with the feed read ÷ change rows on (10 ÷ 9, mean of rounds)`, times(rateOf(feed.load), k.on));
+  }
+  for (const k of c?.check ?? []) {
+    target(`every change read once: ${k.name} (10)`, `${k.distinct} / ${k.reads} / ${k.due}`, 'target distinct = reads = due', k.reads === k.distinct && k.missing === 0 && k.unknown === 0 && k.distinct >= k.due);
+  }
+}
+
 function targetTable(r: Results): string[] {
   const { o, pipeline: p, toFiles: f, byteaLimit: b } = r;
   const targets: string[][] = [];
@@ -166,6 +258,7 @@ function targetTable(r: Results): string[] {
     const away = r.spool!.away.find((a) => a.vendor === vendor);
     if (away) target(`${vendor} acks/s with PostgreSQL away ÷ up, spool on (7 ÷ 6)`, times(rateOf(away.load), healthy.on), 'target ≥ 0.5×', rateOf(away.load) >= 0.5 * healthy.on);
   }
+  changesTargets(r, target);
   const replay = r.spool?.replay;
   if (replay) {
     const once = r.spool!.away.every((a) => a.rows === a.acked && a.counted === a.acked && a.total === a.acked);
@@ -179,7 +272,7 @@ function targetTable(r: Results): string[] {
 
 export function formatReport(r: Results): string {
   const alarms: string[] = [];
-  const out = [...r.header, '', ...loadTable(r, alarms), ...spoolTable(r, alarms), ...pdfTable(r, alarms), ...targetTable(r)];
+  const out = [...r.header, '', ...loadTable(r, alarms), ...spoolTable(r, alarms), ...pdfTable(r, alarms), ...changesTable(r, alarms), ...targetTable(r)];
   if (alarms.length > 0) out.push(...(out.at(-1) === '' ? [] : ['']), ...[...new Set(alarms)].map((a) => `!!! ${a}`));
   return out.join('\n');
 }
