@@ -77,9 +77,14 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
     }),
     return503OnClosing: true,
   });
-  // Waiting polls end when the server closes, instead of holding the shutdown for their wait.
+  // Waiting polls answer what they have as soon as the shutdown starts: preClose runs before the
+  // server waits for in-flight requests (onClose would run only after them). From then on every
+  // answer closes its connection, so no keep-alive connection holds the stop.
   const closing = new AbortController();
-  app.addHook('onClose', async () => closing.abort());
+  app.addHook('preClose', async () => closing.abort());
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing.signal.aborted) void reply.header('connection', 'close');
+  });
   app.setErrorHandler((error: FastifyError | ApiError, request: FastifyRequest, reply: FastifyReply) => answerError(error, request, reply, throttled));
   app.setNotFoundHandler((_request, reply) => answer(reply, new ApiError('API_ERR_NOT_FOUND')));
 
@@ -102,15 +107,26 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
     const after = decodeCursor(query.data.after);
     if (!after) throw new ApiError('API_ERR_BAD_REQUEST', 'after is not a cursor this feed gave out');
     const deadline = Date.now() + query.data.wait * 1000;
+    // A poll whose client has gone stops reading the feed for nobody.
+    const gone = new AbortController();
+    const onGone = () => gone.abort();
+    reply.raw.once('close', onGone);
+    const stop = AbortSignal.any([closing.signal, gone.signal]);
     let page: Page;
     let from = after;
-    for (;;) {
-      page = await readPage(pool, from, query.data.limit, request.caller!.scope);
-      // A consumer limited to sources skips others' changes: its cursor moves on, and it goes on
-      // waiting for its own, so the answer's timing says nothing of other clinics' writes.
-      if (page.count > 0 || Date.now() >= deadline || closing.signal.aborted) break;
-      from = page.next;
-      await wakeup.wait(Math.min(RECHECK_MS, deadline - Date.now()), closing.signal);
+    try {
+      for (;;) {
+        page = await readPage(pool, from, query.data.limit, request.caller!.scope);
+        // A consumer limited to sources skips others' changes: its cursor moves on, and it goes on
+        // waiting for its own, so the answer's timing says nothing of other clinics' writes.
+        if (page.count > 0 || Date.now() >= deadline || stop.aborted) break;
+        from = page.next;
+        await wakeup.wait(Math.min(RECHECK_MS, deadline - Date.now()), stop);
+      }
+    } finally {
+      reply.raw.off('close', onGone);
+      // onResponse never runs for it: its line is this one.
+      if (gone.signal.aborted) request.log.debug({ method: request.method, path: '/v1/changes', consumer: request.caller?.id, ms: Math.round(reply.elapsedTime) }, 'api request left by its client');
     }
     // Written as PostgreSQL made it: numbers in the rows' data stay exactly as sent.
     return reply.type('application/json').send(`{"changes":${page.changesJson},"next":${JSON.stringify(encodeCursor(page.next))}}`);

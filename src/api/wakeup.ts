@@ -61,6 +61,7 @@ export function createWakeup(databaseUrl: string, log: FastifyBaseLogger): Wakeu
         void connect();
       }
       return new Promise((resolve) => {
+        if (signal?.aborted) return resolve();
         const done = () => {
           clearTimeout(t);
           waiters.delete(done);

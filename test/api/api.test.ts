@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -17,6 +19,7 @@ import { toPatiroEvent } from '../../src/webhooks/patiro-payload.js';
 import { writePatiroBatch, type PatiroDelivery } from '../../src/webhooks/patiro-store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { captureLogs, type CapturedLogs } from '../helpers/logs.js';
+import { waitFor } from '../helpers/wait.js';
 import { newDelivery } from '../helpers/physitrack.js';
 import { fakePdf, store } from '../storage/pdf-fixtures.js';
 
@@ -201,6 +204,50 @@ async function storedDelivery(sourceId: string, patientId: string, pdf: Buffer):
   await database.pool.query(`UPDATE physitrack_deliveries SET download_status = 'done', document_id = $2 WHERE id = $1`, [stored!.id, documentId]);
   return String(documentId);
 }
+
+describe('the internal API: shutdown', () => {
+  it('stops at once with long polls in flight, one cut short by its client, and keep-alive connections open: a waiting poll answers its page', async () => {
+    const { token } = await addConsumer(db, { name: 'PMS' });
+    const base = { NODE_ENV: 'test', DATABASE_URL: database.url, HOST: '127.0.0.1', PORT: '0', METRICS_ENABLED: 'false', SHUTDOWN_DRAIN_MS: '0', SHUTDOWN_TIMEOUT_MS: '30000' };
+    const serviceLogs = captureLogs('debug');
+    const service = await startService(loadConfig({ ...base, API_PORT: '0' }), serviceLogs.logger);
+    const port = (service.api!.server.address() as { port: number }).port;
+    const pollsLeft = () => serviceLogs.entries().filter((e) => e.msg === 'api request left by its client').length;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    const request = (path: string, signal?: AbortSignal) => new Promise<{ status: number; body: string; connection: string | undefined }>((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port, path, agent, headers: { authorization: `Bearer ${token}` }, signal }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve({ status: res.statusCode!, body, connection: res.headers.connection }));
+      });
+      req.on('error', reject);
+    });
+    let stopped = false;
+    try {
+      // Keep-alive connections left idle, a poll its client gives up on, and one that waits on.
+      await Promise.all([request('/v1/changes/head'), request('/v1/changes/head'), request('/v1/sources')]);
+      const cut = new AbortController();
+      const abandoned = request('/v1/changes?wait=60', cut.signal).catch((err: Error) => err.name);
+      const waiting = request('/v1/changes?wait=60');
+      await sleep(300);
+      cut.abort();
+      expect(await abandoned).toBe('AbortError');
+      // The poll its client left stops (within its recheck), long before its wait of 60 s.
+      await waitFor(() => pollsLeft() === 1, 3000);
+      const started = performance.now();
+      await service.stop();
+      stopped = true;
+      const tookMs = performance.now() - started;
+      const answer = await waiting;
+      expect(answer.status).toBe(200);
+      expect(JSON.parse(answer.body)).toEqual({ changes: [], next: expect.any(String) });
+      expect(answer.connection).toBe('close');
+      expect(tookMs).toBeLessThan(5000);
+    } finally {
+      agent.destroy();
+      if (!stopped) await service.stop();
+    }
+  });
+});
 
 describe('GET /v1/changes', () => {
   it('gives each change with the current row, numbers exactly as sent, and a cursor to store', async () => {
