@@ -107,11 +107,17 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
     const after = decodeCursor(query.data.after);
     if (!after) throw new ApiError('API_ERR_BAD_REQUEST', 'after is not a cursor this feed gave out');
     const deadline = Date.now() + query.data.wait * 1000;
-    // A poll whose client has gone stops reading the feed for nobody.
-    const gone = new AbortController();
-    const onGone = () => gone.abort();
+    // A poll stops waiting when the service stops, and when its client has gone (it would read the
+    // feed for nobody). One controller per poll, its listeners removed after: many polls over a
+    // long life leave nothing on the app's signal.
+    const stopping = new AbortController();
+    let gone = false;
+    const onGone = () => ((gone = true), stopping.abort());
+    const onClosing = () => stopping.abort();
     reply.raw.once('close', onGone);
-    const stop = AbortSignal.any([closing.signal, gone.signal]);
+    closing.signal.addEventListener('abort', onClosing, { once: true });
+    if (closing.signal.aborted) stopping.abort();
+    const stop = stopping.signal;
     let page: Page;
     let from = after;
     try {
@@ -125,8 +131,9 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
       }
     } finally {
       reply.raw.off('close', onGone);
+      closing.signal.removeEventListener('abort', onClosing);
       // onResponse never runs for it: its line is this one.
-      if (gone.signal.aborted) request.log.debug({ method: request.method, path: '/v1/changes', consumer: request.caller?.id, ms: Math.round(reply.elapsedTime) }, 'api request left by its client');
+      if (gone) request.log.debug({ method: request.method, path: '/v1/changes', consumer: request.caller?.id, ms: Math.round(reply.elapsedTime) }, 'api request left by its client');
     }
     // Written as PostgreSQL made it: numbers in the rows' data stay exactly as sent.
     return reply.type('application/json').send(`{"changes":${page.changesJson},"next":${JSON.stringify(encodeCursor(page.next))}}`);
