@@ -170,6 +170,23 @@ async function applyChanges(client: pg.PoolClient, pageText: string): Promise<vo
   }
 }
 
+/** Runs `work` in one transaction: all of it commits, or none. */
+async function inTransaction(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+  const client = await pool.connect();
+  let failed = false;
+  try {
+    await client.query('BEGIN');
+    await work(client);
+    await client.query('COMMIT');
+  } catch (err) {
+    failed = true;
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release(failed); // A connection that failed is closed, not reused.
+  }
+}
+
 /** One page: fetch, download its PDFs, then apply it and store its cursor in one transaction. */
 async function importPage(config: Config, pool: pg.Pool, stop: AbortSignal): Promise<void> {
   const { rows } = await pool.query<{ cursor: string }>('SELECT cursor FROM importer_cursor');
@@ -182,24 +199,14 @@ async function importPage(config: Config, pool: pg.Pool, stop: AbortSignal): Pro
 
   await fetchPdfs(config, pool, PDFS_OF_PAGE, [pageText], stop);
 
-  const client = await pool.connect();
-  let failed = false;
-  try {
-    await client.query('BEGIN');
+  await inTransaction(pool, async (client) => {
     // Locked, and checked: if another importer ran by mistake and took this page, leave it be.
     const stored = await client.query<{ cursor: string }>('SELECT cursor FROM importer_cursor FOR UPDATE');
     if (stored.rows[0]!.cursor !== after) throw new Error('the cursor moved meanwhile: is another importer running?');
     await applyChanges(client, pageText);
     await client.query(DROP_UNUSED_PDFS);
     await client.query('UPDATE importer_cursor SET cursor = $1', [page.next]);
-    await client.query('COMMIT');
-  } catch (err) {
-    failed = true;
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release(failed); // A connection that failed is closed, not reused.
-  }
+  });
   if (page.changes.length > 0) log(`imported ${page.changes.length} changes`);
 }
 
@@ -211,10 +218,7 @@ async function importPage(config: Config, pool: pg.Pool, stop: AbortSignal): Pro
  */
 async function resynchronise(config: Config, pool: pg.Pool, stop: AbortSignal): Promise<void> {
   const { cursor: head } = (await (await get(config, '/v1/changes/head', withTimeout(stop)))!.json()) as { cursor: string };
-  const client = await pool.connect();
-  let failed = false;
-  try {
-    await client.query('BEGIN');
+  await inTransaction(pool, async (client) => {
     for (const [kind, target] of Object.entries(TABLES)) {
       await client.query(`DELETE FROM ${target!.table}`);
       for (let after = ''; ; ) {
@@ -234,14 +238,7 @@ async function resynchronise(config: Config, pool: pg.Pool, stop: AbortSignal): 
     await fetchPdfs(config, client, PDFS_OF_PROGRAMS, [], stop);
     await client.query(DROP_UNUSED_PDFS);
     await client.query('UPDATE importer_cursor SET cursor = $1', [head]);
-    await client.query('COMMIT');
-  } catch (err) {
-    failed = true;
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release(failed);
-  }
+  });
   log('resynchronised: every row copied again; following the feed from its head');
 }
 
