@@ -30,8 +30,9 @@ USER node
 EXPOSE 3000
 STOPSIGNAL SIGTERM
 # Slim images have no curl; /healthz checks the process only, so a database outage does not restart it.
+# dist/healthcheck.js asks where the service listens, as configured: HOST, PORT, and HTTPS when TLS_CERT_FILE is set.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT || 3000}/healthz`).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "dist/healthcheck.js"]
 # node as PID 1 receives SIGTERM itself (no npm wrapper), so main.ts drains and logs "stopped".
 # The flags are npm start's (a test keeps them equal); the small young generation frees download
 # buffers sooner, which keeps peak memory down during a burst of PDFs (README, Performance).

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pg from 'pg';
 import { z } from 'zod';
 import { CursorExpiredError, decodeCursor, encodeCursor, readHead, readPage, type Page } from '../changes/changes-table.js';
@@ -66,7 +66,8 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
   const throttled = createThrottledLog(deps.logger);
   const app = Fastify({
     loggerInstance: deps.logger,
-    disableRequestLogging: true,
+    // onResponse below writes the one line per answer, without the query string.
+    logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
     bodyLimit: 1024,
     serverFactory: serverFactory({

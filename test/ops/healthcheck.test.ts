@@ -1,0 +1,77 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { freePort } from '../../src/db/embedded.js';
+import { checkHealth, healthTarget } from '../../src/healthcheck.js';
+import { startService, type RunningService } from '../../src/server.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { captureLogs } from '../helpers/logs.js';
+import { testServerTls } from '../helpers/tls.js';
+
+// The image's HEALTHCHECK runs dist/healthcheck.js: it must find the service as it is configured,
+// over HTTPS when TLS_CERT_FILE is set (a plain request there marked a healthy container unhealthy).
+
+let database: TestDatabase;
+let dir: string;
+beforeAll(async () => {
+  database = await createTestDatabase();
+  dir = await mkdtemp(path.join(os.tmpdir(), 'healthcheck-'));
+});
+afterAll(async () => {
+  await database.drop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function serve(env: Record<string, string>): Promise<RunningService> {
+  const base = { NODE_ENV: 'test', DATABASE_URL: database.url, METRICS_ENABLED: 'false', SHUTDOWN_DRAIN_MS: '0', DATA_DIR: dir };
+  return startService(loadConfig({ ...base, ...env }), captureLogs().logger);
+}
+
+describe('the container health check', () => {
+  it('connects where HOST binds: loopback for a wildcard, the address otherwise', () => {
+    expect(healthTarget({})).toEqual({ host: '127.0.0.1', port: 3000, tls: false });
+    expect(healthTarget({ HOST: '0.0.0.0', PORT: '3100' })).toEqual({ host: '127.0.0.1', port: 3100, tls: false });
+    expect(healthTarget({ HOST: '::' })).toMatchObject({ host: '::1' });
+    expect(healthTarget({ HOST: '10.1.2.3', TLS_CERT_FILE: '/run/tls.crt' })).toEqual({ host: '10.1.2.3', port: 3000, tls: true });
+  });
+
+  it('finds the service healthy over HTTP and over HTTPS, and not where nothing listens, as the real script exits', async () => {
+    const tls = testServerTls();
+    const [cert, key] = [path.join(dir, 'tls.crt'), path.join(dir, 'tls.key')];
+    await writeFile(cert, tls.cert);
+    await writeFile(key, tls.key);
+    const [plainPort, tlsPort] = [await freePort(), await freePort()];
+    const plain = await serve({ HOST: '127.0.0.1', PORT: String(plainPort) });
+    const secure = await serve({ HOST: '127.0.0.1', PORT: String(tlsPort), TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
+    try {
+      // Not spawnSync: the services run in this process and must answer meanwhile.
+      const script = (env: Record<string, string>) => new Promise<{ status: number | null; stderr: string }>((resolve) => {
+        const child = execFile(process.execPath, ['--import', 'tsx', 'src/healthcheck.ts'], { env: { PATH: process.env.PATH, ...env }, timeout: 20_000 }, (_err, _stdout, stderr) =>
+          resolve({ status: child.exitCode, stderr }));
+      });
+      const cases: { env: Record<string, string>; healthy: boolean }[] = [
+        { env: { HOST: '127.0.0.1', PORT: String(plainPort) }, healthy: true },
+        { env: { HOST: '0.0.0.0', PORT: String(tlsPort), TLS_CERT_FILE: cert }, healthy: true },
+        // A plain request to the TLS port: what the old HEALTHCHECK did.
+        { env: { HOST: '0.0.0.0', PORT: String(tlsPort) }, healthy: false },
+        { env: { HOST: '127.0.0.1', PORT: String(await freePort()) }, healthy: false },
+      ];
+      for (const { env, healthy } of cases) {
+        expect(await checkHealth(env), JSON.stringify(env)).toBe(healthy);
+        const run = await script(env);
+        expect(run.status, `${JSON.stringify(env)}: ${run.stderr}`).toBe(healthy ? 0 : 1);
+      }
+    } finally {
+      await plain.stop();
+      await secure.stop();
+    }
+  });
+
+  it('is what the Dockerfile runs, from the compiled dist/', async () => {
+    const dockerfile = await readFile(new URL('../../Dockerfile', import.meta.url), 'utf8');
+    expect(dockerfile).toMatch(/^\s*CMD \["node", "dist\/healthcheck\.js"\]$/m);
+  });
+});
