@@ -115,8 +115,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       await new Promise((resolve) => setTimeout(resolve, config.shutdownDrainMs));
     }
     connecting?.stop();
-    await app?.close();
-    await api?.close();
+    // Both at once: the API's long polls answer as the webhooks' in-flight requests finish, not after.
+    await Promise.all([app?.close(), api?.close()]);
     await wakeup?.close();
     await apiPool?.end();
     availability.stop();
@@ -147,6 +147,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     const durable = createDurableWrite({ journal: spool?.journal, availability, ackDeadlineMs: config.ackDeadlineMs, log: logger.child({ component: 'spool' }) });
     const https = config.tls && { key: await readFile(config.tls.keyFile), cert: await readFile(config.tls.certFile) };
     const wake = () => worker?.wake();
+    // Fastify names the scheme by its own https option, which a server factory's TLS bypasses.
+    const listenText = (address: string) => `Server listening at ${https ? address.replace(/^http:/, 'https:') : address}`;
     app = await buildApp({ config, db, logger, metrics, https, sources, lifecycle, availability, durable, journal: spool?.journal, onPhysitrackStored: wake });
     if (metrics && config.metrics.port !== undefined) metricsServer = await startMetricsServer(metrics, config.host, config.metrics.port, logger);
     if (config.api) {
@@ -162,7 +164,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
         maxConnections: config.maxConnections,
         https,
       });
-      await api.listen({ host: config.api.host, port: config.api.port });
+      await api.listen({ host: config.api.host, port: config.api.port, listenTextResolver: listenText });
     }
     if (spool) {
       replayer = createReplayer({
@@ -199,7 +201,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     else {
       logger.warn({ spool: spool?.dir ?? null }, 'PostgreSQL cannot be reached: listening anyway; migrations, downloads and the replay of the spool start when it answers');
     }
-    await app.listen({ host: config.host, port: config.port });
+    await app.listen({ host: config.host, port: config.port, listenTextResolver: listenText });
     // Rejects when a migration fails once PostgreSQL answers (main.ts then stops the service).
     const connected = reachedAtStart ? Promise.resolve() : connecting.done.then(() => whenConnected(false));
     connected.catch(() => undefined);

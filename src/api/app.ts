@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pg from 'pg';
 import { z } from 'zod';
@@ -82,6 +83,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
   // server waits for in-flight requests (onClose would run only after them). From then on every
   // answer closes its connection, so no keep-alive connection holds the stop.
   const closing = new AbortController();
+  setMaxListeners(0, closing.signal); // one listener per waiting poll, however many there are
   app.addHook('preClose', async () => closing.abort());
   app.addHook('onSend', async (_request, reply) => {
     if (closing.signal.aborted) void reply.header('connection', 'close');
@@ -116,6 +118,8 @@ export async function buildApiApp(deps: ApiDeps): Promise<FastifyInstance> {
     const onGone = () => ((gone = true), stopping.abort());
     const onClosing = () => stopping.abort();
     reply.raw.once('close', onGone);
+    // Gone already (while its token was checked): 'close' has fired and will not again.
+    if (reply.raw.destroyed) onGone();
     closing.signal.addEventListener('abort', onClosing, { once: true });
     if (closing.signal.aborted) stopping.abort();
     const stop = stopping.signal;

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,7 +35,9 @@ describe('the container health check', () => {
   it('connects where HOST binds: loopback for a wildcard, the address otherwise', () => {
     expect(healthTarget({})).toEqual({ host: '127.0.0.1', port: 3000, tls: false });
     expect(healthTarget({ HOST: '0.0.0.0', PORT: '3100' })).toEqual({ host: '127.0.0.1', port: 3100, tls: false });
-    expect(healthTarget({ HOST: '::' })).toMatchObject({ host: '::1' });
+    expect(healthTarget({ HOST: '::' })).toMatchObject({ host: '127.0.0.1' });
+    expect(healthTarget({ HOST: '[::]' })).toMatchObject({ host: '127.0.0.1' });
+    expect(healthTarget({ HOST: '[::1]' })).toMatchObject({ host: '::1' });
     expect(healthTarget({ HOST: '10.1.2.3', TLS_CERT_FILE: '/run/tls.crt' })).toEqual({ host: '10.1.2.3', port: 3000, tls: true });
   });
 
@@ -67,6 +70,24 @@ describe('the container health check', () => {
     } finally {
       await plain.stop();
       await secure.stop();
+    }
+  });
+
+  it('gives up at its deadline on a process that accepts and never answers, over HTTP and HTTPS', async () => {
+    // A stuck process: the kernel accepts, nobody reads. Over HTTPS the handshake never ends.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = String((silent.address() as net.AddressInfo).port);
+    try {
+      for (const env of [{ HOST: '127.0.0.1', PORT: port }, { HOST: '127.0.0.1', PORT: port, TLS_CERT_FILE: '/any' }]) {
+        const started = performance.now();
+        expect(await checkHealth(env, 1000), JSON.stringify(env)).toBe(false);
+        expect(performance.now() - started, JSON.stringify(env)).toBeLessThan(1700); // a socket timeout alone took 2 s over HTTPS
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 
