@@ -5,7 +5,7 @@ import { notifySql } from './db/notify.js';
 import { changesInsertSql, DELETE_CHANGES_OF_PATIENT, DELETE_CHANGES_OF_SOURCE } from './changes/changes-table.js';
 import type { Vendor } from './metrics.js';
 import { removeFiles, type PurgeResult } from './retention.js';
-import { deleteUnreferencedDocuments, type DeletedDocument } from './storage/document-rows.js';
+import { DELETE_OWNERS_OF_PATIENT, DELETE_OWNERS_OF_SOURCE, deleteUnreferencedDocuments, type DeletedDocument } from './storage/document-rows.js';
 import { DELETE_SOURCE_SQL } from './sources/sources-table.js';
 
 // Erasure: the one module that knows every table holding data a source delivered. A patient's
@@ -52,6 +52,7 @@ export const ERASURE_COVERAGE: Record<string, { patient: 'erased' | string; sour
   source_failures: { patient: 'kept: no patient data (time, reason, hint)', source: 'erased' },
   sources: { patient: 'kept: the source itself', source: 'erased' },
   erasures: { patient: 'kept: the record of erasures, which holds no patient data', source: 'kept: the record of erasures, which holds no patient data' },
+  document_owners: { patient: 'erased, and the PDFs nobody else owns with them', source: 'erased, and the PDFs nobody else owns with them' },
   changes: {
     patient: "erased: the changes keyed by the patient's id; the others name event, delivery and program ids, which name nothing once the rows are gone",
     source: 'erased, but for the change that tells the feed of the offboarding',
@@ -86,6 +87,8 @@ interface Step {
   table: string;
   sql: string;
   params: unknown[];
+  /** Bookkeeping, not data of the patient: not in the counts (document_owners). */
+  uncounted?: true;
 }
 
 function patientSteps(vendor: Vendor, sourceId: string, patientId: string): Step[] {
@@ -99,6 +102,8 @@ function patientSteps(vendor: Vendor, sourceId: string, patientId: string): Step
   return [
     { table: 'physitrack_deliveries', sql: 'DELETE FROM physitrack_deliveries WHERE source_id = $1 AND patient_id = $2 RETURNING document_id', params: [sourceId, patientId] },
     { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 AND patient_id = $2 RETURNING current_document_id AS document_id', params: [sourceId, patientId] },
+    // After the deliveries: a download that gave one its PDF and committed meanwhile has its owner row by now.
+    { table: 'document_owners', sql: DELETE_OWNERS_OF_PATIENT, params: [sourceId, patientId], uncounted: true },
   ];
 }
 
@@ -114,6 +119,7 @@ function sourceSteps(vendor: Vendor, sourceId: string): Step[] {
       : [
           { table: 'physitrack_deliveries', sql: 'DELETE FROM physitrack_deliveries WHERE source_id = $1 RETURNING document_id', params: [sourceId] },
           { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 RETURNING current_document_id AS document_id', params: [sourceId] },
+          { table: 'document_owners', sql: DELETE_OWNERS_OF_SOURCE, params: [sourceId], uncounted: true },
         ];
   return [
     source,
@@ -169,7 +175,7 @@ async function erase(db: Database, pdfDir: string, run: Run, dryRun: boolean): P
     const documentIds = new Set<string>();
     for (const step of run.steps) {
       const { rows, rowCount } = await client.query<{ document_id?: string | null; status?: string }>(step.sql, step.params);
-      counts[step.table] = (counts[step.table] ?? 0) + (rowCount ?? 0);
+      if (!step.uncounted) counts[step.table] = (counts[step.table] ?? 0) + (rowCount ?? 0);
       if (step.table === 'sources' && run.requireDisabled && rows[0]?.status === 'active') throw new SourceActiveError();
       for (const row of rows) if (row.document_id) documentIds.add(String(row.document_id));
     }
@@ -213,7 +219,8 @@ export interface PatientErasureInput {
 
 /**
  * Removes the patient's rows in that source, for that vendor: Patiro's patient row and events, or
- * Physitrack's deliveries, programs and the documents nobody else's delivery points at. A delivery
+ * Physitrack's deliveries, programs and the documents nobody else's delivery points at (also those
+ * of deliveries retention purged since, found through document_owners). A delivery
  * that commits afterwards (the vendor sending again, a spool replayed) stores the vendor's data anew.
  */
 export function erasePatient(db: Database, pdfDir: string, { vendor, sourceId, patientId, dryRun }: PatientErasureInput): Promise<ErasureResult> {

@@ -162,7 +162,8 @@ export async function purge(db: Database, options: PurgeOptions): Promise<PurgeR
         const { candidates, rows } = await inTransaction(db, async (client) => {
           const locked = await client.query<{ id: string }>(`SELECT t.id FROM documents t WHERE ${rule.where} LIMIT $2 FOR UPDATE OF t SKIP LOCKED`, [clock!.text, batchSize]);
           const ids = locked.rows.map((row) => row.id);
-          return { candidates: ids.length, rows: await deleteUnreferencedDocuments(client, ids) };
+          // Whose PDF each was does not keep it here: the clinic's retention decides (the owners go with it).
+          return { candidates: ids.length, rows: await deleteUnreferencedDocuments(client, ids, { evenIfOwned: true }) };
         });
         await removeFiles(db, pdfDir, rows, result.files);
         result.counts.documents += rows.length;

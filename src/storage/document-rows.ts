@@ -128,10 +128,21 @@ const LOCK_DOCUMENTS = 'SELECT id FROM documents WHERE id = ANY ($1::bigint[]) O
 const DELETE_UNREFERENCED = `DELETE FROM documents d WHERE d.id = ANY ($1::bigint[])
   AND NOT EXISTS (SELECT 1 FROM physitrack_deliveries x WHERE x.document_id = d.id)
   AND NOT EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id)
+  AND ($2::boolean OR NOT EXISTS (SELECT 1 FROM document_owners o WHERE o.document_id = d.id))
   RETURNING d.storage, d.storage_key`;
 
 /**
- * Deletes those of `ids` that nothing points at (no delivery, no program's current document), in
+ * The PDFs a patient's deliveries were ever given, their ownership removed (document_owners, written
+ * by a trigger whenever a delivery gets a PDF): also those whose deliveries retention purged since.
+ * For an erasure, before deleteUnreferencedDocuments; $1 source, $2 patient.
+ */
+export const DELETE_OWNERS_OF_PATIENT = 'DELETE FROM document_owners WHERE source_id = $1 AND patient_id = $2 RETURNING document_id';
+/** The same for every patient of a source (offboarding); $1 source. */
+export const DELETE_OWNERS_OF_SOURCE = 'DELETE FROM document_owners WHERE source_id = $1 RETURNING document_id';
+
+/**
+ * Deletes those of `ids` that nothing points at (no delivery, no program's current document, and
+ * unless `evenIfOwned` no owner: retention's purge of old PDFs takes their owners with them), in
  * the caller's transaction; resolves with what their files need. Two statements on purpose: FOR
  * UPDATE waits for a transaction that is making a delivery point at one of them (its foreign-key
  * check holds a KEY SHARE lock on the row) and then holds off new ones until COMMIT; the DELETE, a
@@ -139,10 +150,10 @@ const DELETE_UNREFERENCED = `DELETE FROM documents d WHERE d.id = ANY ($1::bigin
  * judged on a snapshot taken before the wait, and take the PDF another patient's delivery had just
  * been given (its document_id set to NULL by the foreign key, its file removed).
  */
-export async function deleteUnreferencedDocuments(client: pg.ClientBase, ids: readonly string[]): Promise<DeletedDocument[]> {
+export async function deleteUnreferencedDocuments(client: pg.ClientBase, ids: readonly string[], { evenIfOwned = false } = {}): Promise<DeletedDocument[]> {
   if (ids.length === 0) return [];
   await client.query(LOCK_DOCUMENTS, [ids]);
-  return (await client.query<DeletedDocument>(DELETE_UNREFERENCED, [ids])).rows;
+  return (await client.query<DeletedDocument>(DELETE_UNREFERENCED, [ids, evenIfOwned])).rows;
 }
 
 /** One document, in a transaction of its own: the PDF of a delivery that was erased while it was being downloaded. */

@@ -52,7 +52,7 @@ afterAll(async () => {
   await database.drop();
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE changes, changes_purged, patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, documents, consumers');
+  await database.pool.query('TRUNCATE changes, changes_purged, patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, documents, document_owners, consumers');
 });
 
 let n = 0;

@@ -26,7 +26,7 @@ afterAll(async () => {
   await database.drop();
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE physitrack_deliveries, physitrack_programs, documents, webhook_audit');
+  await database.pool.query('TRUNCATE physitrack_deliveries, physitrack_programs, documents, document_owners, webhook_audit');
 });
 
 const send = (notice: Record<string, unknown>) => t.app.inject(physitrackRequest(notice));

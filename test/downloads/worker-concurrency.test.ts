@@ -27,7 +27,7 @@ afterAll(async () => {
   await database.drop();
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE physitrack_deliveries, documents, webhook_audit');
+  await database.pool.query('TRUNCATE physitrack_deliveries, documents, document_owners, webhook_audit');
 });
 
 async function announce(route: Parameters<FileHost['route']>[1]): Promise<string> {

@@ -25,7 +25,7 @@ afterAll(async () => {
   await database.drop();
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE physitrack_deliveries, documents, webhook_audit');
+  await database.pool.query('TRUNCATE physitrack_deliveries, documents, document_owners, webhook_audit');
 });
 
 /** Announces a file on the test host through the real route; returns the delivery id. */

@@ -42,7 +42,7 @@ afterAll(async () => {
   await rm(pdfDir, { recursive: true, force: true });
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, documents, erasures, sources');
+  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, documents, document_owners, erasures, sources');
 });
 
 let n = 0;
@@ -291,6 +291,40 @@ describe('events stored before patient_id was written with them', () => {
     // The event with an object id stays: its data's text is no patient's id.
     const left = await database.pool.query(`SELECT event_id FROM patiro_events WHERE source_id = $1`, [CLINIC_A]);
     expect(left.rows).toEqual([{ event_id: 'e-obj' }]);
+  });
+});
+
+describe('erasing a patient whose older deliveries retention purged', () => {
+  it('still finds their PDFs (document_owners), keeps what another patient owns, and removes the files', async () => {
+    // p-1 in clinic A: four versions of one program, the last the same bytes as p-9's PDF in clinic B.
+    await downloaded(CLINIC_A, 'p-1', fakePdf(5100), 'version-1');
+    await downloaded(CLINIC_A, 'p-1', fakePdf(5200), 'version-2');
+    await downloaded(CLINIC_A, 'p-1', fakePdf(5300), 'version-3');
+    const shared = fakePdf(5400);
+    await downloaded(CLINIC_A, 'p-1', shared, 'version-4');
+    await downloaded(CLINIC_B, 'p-9', shared, 'p-9-version-1');
+    // Retention purges every finished delivery (the documents are kept: clinical records); the
+    // programs stay, each with its current PDF, and the older versions' PDFs have nothing pointing
+    // at them: without document_owners the erasure found none of them.
+    await database.pool.query(`UPDATE physitrack_deliveries SET received_at = now() - interval '400 days'`);
+    await purge(db, { olderThanMs: 30 * 86_400_000, dryRun: false, includeDocuments: false, pdfDir });
+    expect((await database.pool.query('SELECT count(*)::int AS n FROM physitrack_deliveries')).rows[0].n).toBe(0);
+    const referenced = `SELECT count(*)::int AS n FROM documents d WHERE EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id)`;
+    expect((await database.pool.query(referenced)).rows[0].n).toBeLessThan((await database.pool.query('SELECT count(*)::int AS n FROM documents')).rows[0].n);
+    const files = async () => new Set((await database.pool.query<{ storage_key: string; size_bytes: string }>('SELECT storage_key, size_bytes FROM documents')).rows.map((r) => Number(r.size_bytes)));
+    expect(await files()).toEqual(new Set([5100, 5200, 5300, 5400]));
+    const paths = (await database.pool.query<{ storage_key: string; size_bytes: string }>('SELECT storage_key, size_bytes FROM documents')).rows
+      .map((r) => ({ size: Number(r.size_bytes), file: path.join(pdfDir, r.storage_key) }));
+
+    const dry = await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: true });
+    const result = await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
+    expect(result.counts).toEqual({ physitrack_deliveries: 0, physitrack_programs: 1, documents: 3 });
+    expect(dry.counts).toEqual(result.counts);
+    expect(result.files.removed).toBe(3);
+    // Only the PDF p-9 owns is left, with its file and its owner.
+    expect(await files()).toEqual(new Set([5400]));
+    expect(paths.filter((p) => existsSync(p.file)).map((p) => p.size)).toEqual([5400]);
+    expect((await database.pool.query('SELECT source_id, patient_id FROM document_owners')).rows).toEqual([{ source_id: CLINIC_B, patient_id: 'p-9' }]);
   });
 });
 

@@ -40,7 +40,7 @@ afterAll(async () => {
   await database.drop();
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE physitrack_deliveries, documents, webhook_audit');
+  await database.pool.query('TRUNCATE physitrack_deliveries, documents, document_owners, webhook_audit');
 });
 
 async function announce(fileUrl: string): Promise<{ status: number; body: string }> {

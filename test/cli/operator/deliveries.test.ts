@@ -13,7 +13,7 @@ afterAll(async () => {
   await database.drop();
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE physitrack_deliveries, documents');
+  await database.pool.query('TRUNCATE physitrack_deliveries, documents, document_owners');
 });
 
 const ids = (stdout: string) => (JSON.parse(stdout) as { id: string }[]).map((r) => r.id);

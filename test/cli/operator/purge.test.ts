@@ -28,7 +28,7 @@ afterAll(async () => {
   await rm(tempDir, { recursive: true, force: true });
 });
 beforeEach(async () => {
-  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, documents');
+  await database.pool.query('TRUNCATE patiro_events, patiro_patients, webhook_audit, physitrack_deliveries, physitrack_programs, documents, document_owners');
   await rm(pdfDir, { recursive: true, force: true });
 });
 
