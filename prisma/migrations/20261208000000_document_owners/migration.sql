@@ -19,7 +19,8 @@ CREATE INDEX "document_owners_document_id_idx" ON "document_owners"("document_id
 
 -- Written by a trigger, not by the statement that gives a delivery its PDF: replicas of the
 -- previous release, still running during a rolling deploy, give PDFs too, and their deliveries'
--- owners must be known as well.
+-- owners must be known as well. On UPDATE only: a delivery is inserted without a PDF (on the ack
+-- path, which this leaves untouched) and given one when its download is done.
 CREATE FUNCTION "document_owners_record"() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO "document_owners" ("source_id", "patient_id", "document_id")
@@ -30,7 +31,7 @@ END;
 $$;
 
 CREATE TRIGGER "physitrack_deliveries_document_owner"
-    AFTER INSERT OR UPDATE OF "document_id" ON "physitrack_deliveries"
+    AFTER UPDATE OF "document_id" ON "physitrack_deliveries"
     FOR EACH ROW WHEN (NEW."document_id" IS NOT NULL)
     EXECUTE FUNCTION "document_owners_record"();
 
