@@ -5,7 +5,14 @@ import { notifySql } from './db/notify.js';
 import { changesInsertSql, DELETE_CHANGES_OF_PATIENT, DELETE_CHANGES_OF_SOURCE } from './changes/changes-table.js';
 import type { Vendor } from './metrics.js';
 import { removeFiles, type PurgeResult } from './retention.js';
-import { DELETE_OWNERS_OF_PATIENT, DELETE_OWNERS_OF_SOURCE, deleteUnreferencedDocuments, type DeletedDocument } from './storage/document-rows.js';
+import {
+  DELETE_OWNERS_OF_PATIENT,
+  DELETE_OWNERS_OF_SOURCE,
+  deleteUnreferencedDocuments,
+  LOCK_DOCUMENTS_OF_PATIENT,
+  LOCK_DOCUMENTS_OF_SOURCE,
+  type DeletedDocument,
+} from './storage/document-rows.js';
 import { DELETE_SOURCE_SQL } from './sources/sources-table.js';
 
 // Erasure: the one module that knows every table holding data a source delivered. A patient's
@@ -87,7 +94,7 @@ interface Step {
   table: string;
   sql: string;
   params: unknown[];
-  /** Bookkeeping, not data of the patient: not in the counts (document_owners). */
+  /** Takes locks, deletes nothing: not in the counts. */
   uncounted?: true;
 }
 
@@ -103,7 +110,8 @@ function patientSteps(vendor: Vendor, sourceId: string, patientId: string): Step
     { table: 'physitrack_deliveries', sql: 'DELETE FROM physitrack_deliveries WHERE source_id = $1 AND patient_id = $2 RETURNING document_id', params: [sourceId, patientId] },
     { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 AND patient_id = $2 RETURNING current_document_id AS document_id', params: [sourceId, patientId] },
     // After the deliveries: a download that gave one its PDF and committed meanwhile has its owner row by now.
-    { table: 'document_owners', sql: DELETE_OWNERS_OF_PATIENT, params: [sourceId, patientId], uncounted: true },
+    { table: 'documents', sql: LOCK_DOCUMENTS_OF_PATIENT, params: [sourceId, patientId], uncounted: true },
+    { table: 'document_owners', sql: DELETE_OWNERS_OF_PATIENT, params: [sourceId, patientId] },
   ];
 }
 
@@ -119,7 +127,8 @@ function sourceSteps(vendor: Vendor, sourceId: string): Step[] {
       : [
           { table: 'physitrack_deliveries', sql: 'DELETE FROM physitrack_deliveries WHERE source_id = $1 RETURNING document_id', params: [sourceId] },
           { table: 'physitrack_programs', sql: 'DELETE FROM physitrack_programs WHERE source_id = $1 RETURNING current_document_id AS document_id', params: [sourceId] },
-          { table: 'document_owners', sql: DELETE_OWNERS_OF_SOURCE, params: [sourceId], uncounted: true },
+          { table: 'documents', sql: LOCK_DOCUMENTS_OF_SOURCE, params: [sourceId], uncounted: true },
+          { table: 'document_owners', sql: DELETE_OWNERS_OF_SOURCE, params: [sourceId] },
         ];
   return [
     source,
@@ -260,7 +269,7 @@ export function eraseSource(db: Database, pdfDir: string, { vendor, sourceId, dr
 
 /** What a source delivered, per table. */
 async function sourceDataCounts(client: pg.PoolClient, vendor: Vendor, sourceId: string): Promise<ErasureCounts> {
-  const tables = vendor === 'patiro' ? ['patiro_events', 'patiro_patients'] : ['physitrack_deliveries', 'physitrack_programs'];
+  const tables = vendor === 'patiro' ? ['patiro_events', 'patiro_patients'] : ['physitrack_deliveries', 'physitrack_programs', 'document_owners'];
   const counts: ErasureCounts = {};
   for (const table of tables) {
     const { rows } = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE source_id = $1`, [sourceId]);

@@ -116,7 +116,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     }
     connecting?.stop();
     // Both at once: the API's long polls answer as the webhooks' in-flight requests finish, not after.
-    await Promise.all([app?.close(), api?.close()]);
+    const closed = await Promise.allSettled([app?.close(), api?.close()]);
+    for (const c of closed) if (c.status === 'rejected') throw c.reason;
     await wakeup?.close();
     await apiPool?.end();
     availability.stop();

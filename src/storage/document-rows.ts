@@ -132,12 +132,18 @@ const DELETE_UNREFERENCED = `DELETE FROM documents d WHERE d.id = ANY ($1::bigin
   RETURNING d.storage, d.storage_key`;
 
 /**
- * The PDFs a patient's deliveries were ever given, their ownership removed (document_owners, written
- * by a trigger whenever a delivery gets a PDF): also those whose deliveries retention purged since.
- * For an erasure, before deleteUnreferencedDocuments; $1 source, $2 patient.
+ * The PDFs a patient's deliveries were ever given (document_owners, written by a trigger whenever a
+ * delivery gets a PDF): also those whose deliveries retention purged since. For an erasure, in
+ * this order, then deleteUnreferencedDocuments; $1 source, $2 patient. The documents are locked
+ * before their owner rows are deleted: a purge of documents locks a document, then deletes its
+ * owners (the foreign key's cascade), and the other order deadlocked with it.
  */
+export const LOCK_DOCUMENTS_OF_PATIENT = `SELECT d.id FROM documents d
+  WHERE d.id IN (SELECT o.document_id FROM document_owners o WHERE o.source_id = $1 AND o.patient_id = $2) ORDER BY d.id FOR UPDATE`;
 export const DELETE_OWNERS_OF_PATIENT = 'DELETE FROM document_owners WHERE source_id = $1 AND patient_id = $2 RETURNING document_id';
 /** The same for every patient of a source (offboarding); $1 source. */
+export const LOCK_DOCUMENTS_OF_SOURCE = `SELECT d.id FROM documents d
+  WHERE d.id IN (SELECT o.document_id FROM document_owners o WHERE o.source_id = $1) ORDER BY d.id FOR UPDATE`;
 export const DELETE_OWNERS_OF_SOURCE = 'DELETE FROM document_owners WHERE source_id = $1 RETURNING document_id';
 
 /**

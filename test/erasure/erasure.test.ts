@@ -67,7 +67,7 @@ async function downloaded(sourceId: string, patientId: string, pdf: Buffer, file
   return String(documentId);
 }
 
-const TABLES = ['patiro_events', 'patiro_patients', 'physitrack_deliveries', 'physitrack_programs', 'documents', 'webhook_audit', 'sources'];
+const TABLES = ['patiro_events', 'patiro_patients', 'physitrack_deliveries', 'physitrack_programs', 'documents', 'document_owners', 'webhook_audit', 'sources'];
 
 async function snapshot(): Promise<Record<string, Record<string, unknown>[]>> {
   const out: Record<string, Record<string, unknown>[]> = {};
@@ -107,7 +107,7 @@ describe('erasing a patient', () => {
       const physitrackResult = await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
       expect(dry.counts).toEqual(physitrackResult.counts);
       expect(patiroResult.counts).toEqual({ patiro_events: 2, patiro_patients: 1, changes: 1 });
-      expect(physitrackResult.counts).toEqual({ physitrack_deliveries: 2, physitrack_programs: 1, documents: 1 });
+      expect(physitrackResult.counts).toEqual({ physitrack_deliveries: 2, physitrack_programs: 1, document_owners: 2, documents: 1 });
       expect(physitrackResult.files.removed).toBe(1);
       await new Promise((resolve) => setTimeout(resolve, 100));
       expect(heard.map((p) => JSON.parse(p)).filter((p) => p.table === 'erasures')).toHaveLength(2);
@@ -130,7 +130,7 @@ describe('erasing a patient', () => {
     const recorded = await database.pool.query('SELECT scope, vendor, source_id, patient_hash, counts FROM erasures ORDER BY id');
     expect(recorded.rows).toEqual([
       { scope: 'patient', vendor: 'patiro', source_id: CLINIC_A, patient_hash: patientHashOf('patiro', CLINIC_A, 'p-1'), counts: { patiro_events: 2, patiro_patients: 1, changes: 1 } },
-      { scope: 'patient', vendor: 'physitrack', source_id: CLINIC_A, patient_hash: patientHashOf('physitrack', CLINIC_A, 'p-1'), counts: { physitrack_deliveries: 2, physitrack_programs: 1, documents: 1 } },
+      { scope: 'patient', vendor: 'physitrack', source_id: CLINIC_A, patient_hash: patientHashOf('physitrack', CLINIC_A, 'p-1'), counts: { physitrack_deliveries: 2, physitrack_programs: 1, document_owners: 2, documents: 1 } },
     ]);
     expect(JSON.stringify(recorded.rows)).not.toContain('p-1');
     // The change feed: no change is keyed by the erased patient's id, each erasure is a change of
@@ -309,22 +309,53 @@ describe('erasing a patient whose older deliveries retention purged', () => {
     await database.pool.query(`UPDATE physitrack_deliveries SET received_at = now() - interval '400 days'`);
     await purge(db, { olderThanMs: 30 * 86_400_000, dryRun: false, includeDocuments: false, pdfDir });
     expect((await database.pool.query('SELECT count(*)::int AS n FROM physitrack_deliveries')).rows[0].n).toBe(0);
-    const referenced = `SELECT count(*)::int AS n FROM documents d WHERE EXISTS (SELECT 1 FROM physitrack_programs g WHERE g.current_document_id = d.id)`;
-    expect((await database.pool.query(referenced)).rows[0].n).toBeLessThan((await database.pool.query('SELECT count(*)::int AS n FROM documents')).rows[0].n);
-    const files = async () => new Set((await database.pool.query<{ storage_key: string; size_bytes: string }>('SELECT storage_key, size_bytes FROM documents')).rows.map((r) => Number(r.size_bytes)));
-    expect(await files()).toEqual(new Set([5100, 5200, 5300, 5400]));
+    // p-9's program no longer shows the shared PDF: p-9's ownership alone must keep it.
+    await database.pool.query(`UPDATE physitrack_programs SET current_document_id = NULL, current_delivery_id = NULL WHERE patient_id = 'p-9'`);
+    const sizes = async () => new Set((await database.pool.query<{ size_bytes: string }>('SELECT size_bytes FROM documents')).rows.map((r) => Number(r.size_bytes)));
+    expect(await sizes()).toEqual(new Set([5100, 5200, 5300, 5400]));
     const paths = (await database.pool.query<{ storage_key: string; size_bytes: string }>('SELECT storage_key, size_bytes FROM documents')).rows
       .map((r) => ({ size: Number(r.size_bytes), file: path.join(pdfDir, r.storage_key) }));
 
     const dry = await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: true });
     const result = await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
-    expect(result.counts).toEqual({ physitrack_deliveries: 0, physitrack_programs: 1, documents: 3 });
+    expect(result.counts).toEqual({ physitrack_deliveries: 0, physitrack_programs: 1, document_owners: 4, documents: 3 });
     expect(dry.counts).toEqual(result.counts);
     expect(result.files.removed).toBe(3);
     // Only the PDF p-9 owns is left, with its file and its owner.
-    expect(await files()).toEqual(new Set([5400]));
+    expect(await sizes()).toEqual(new Set([5400]));
     expect(paths.filter((p) => existsSync(p.file)).map((p) => p.size)).toEqual([5400]);
     expect((await database.pool.query('SELECT source_id, patient_id FROM document_owners')).rows).toEqual([{ source_id: CLINIC_B, patient_id: 'p-9' }]);
+    // Erased in turn, p-9 takes it.
+    expect((await erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_B, patientId: 'p-9', dryRun: false })).counts).toMatchObject({ document_owners: 1, documents: 1 });
+    expect(await sizes()).toEqual(new Set());
+    expect(paths.filter((p) => existsSync(p.file))).toEqual([]);
+  });
+});
+
+describe('erasing a patient while retention purges their old PDF', () => {
+  it('waits for the purge and ends without a deadlock', async () => {
+    const documentId = await downloaded(CLINIC_A, 'p-1', fakePdf(5500), 'old-version');
+    await downloaded(CLINIC_A, 'p-1', fakePdf(5600), 'new-version');
+    await database.pool.query(`UPDATE physitrack_deliveries SET received_at = now() - interval '400 days' WHERE document_id = $1`, [documentId]);
+    await purge(db, { olderThanMs: 30 * 86_400_000, dryRun: false, includeDocuments: false, pdfDir });
+    // purge --include-documents, held between its two steps: the old PDF locked, not yet deleted.
+    const purger = new pg.Client({ connectionString: database.url });
+    await purger.connect();
+    try {
+      await purger.query('BEGIN');
+      await purger.query('SELECT id FROM documents WHERE id = $1 FOR UPDATE', [documentId]);
+      const erasure = erasePatient(db, pdfDir, { vendor: 'physitrack', sourceId: CLINIC_A, patientId: 'p-1', dryRun: false });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Its delete takes the owners with it (the cascade): the erasure must not hold one of them.
+      await purger.query('DELETE FROM documents WHERE id = $1', [documentId]);
+      await purger.query('COMMIT');
+      const result = await erasure;
+      expect(result.counts).toMatchObject({ physitrack_deliveries: 1, physitrack_programs: 1, documents: 1 });
+      expect((await database.pool.query('SELECT count(*)::int AS n FROM documents')).rows[0].n).toBe(0);
+      expect((await database.pool.query('SELECT count(*)::int AS n FROM document_owners')).rows[0].n).toBe(0);
+    } finally {
+      await purger.end();
+    }
   });
 });
 

@@ -4,19 +4,6 @@
 -- src/storage/document-rows.ts owns the table's SQL. Expand only.
 SET LOCAL lock_timeout = '10s';
 
-CREATE TABLE "document_owners" (
-    "source_id" TEXT NOT NULL,
-    "patient_id" TEXT NOT NULL,
-    "document_id" BIGINT NOT NULL,
-
-    -- A patient's erasure and a source's offboarding look their PDFs up by the leading columns.
-    CONSTRAINT "document_owners_pkey" PRIMARY KEY ("source_id", "patient_id", "document_id"),
-    -- Deleting a document (purge --include-documents, an erasure) takes its owners with it.
-    CONSTRAINT "document_owners_document_id_fkey" FOREIGN KEY ("document_id") REFERENCES "documents"("id") ON DELETE CASCADE
-);
--- Whether anyone else owns a PDF, and the cascade when one is deleted.
-CREATE INDEX "document_owners_document_id_idx" ON "document_owners"("document_id");
-
 -- Written by a trigger, not by the statement that gives a delivery its PDF: replicas of the
 -- previous release, still running during a rolling deploy, give PDFs too, and their deliveries'
 -- owners must be known as well. On UPDATE only: a delivery is inserted without a PDF (on the ack
@@ -30,14 +17,30 @@ BEGIN
 END;
 $$;
 
+-- The trigger first: it locks physitrack_deliveries before the foreign key below locks documents,
+-- the order in which an erasure takes them (a delivery's row, then its PDF). Until COMMIT, no
+-- delivery is given a PDF, so the fill below misses none.
 CREATE TRIGGER "physitrack_deliveries_document_owner"
     AFTER UPDATE OF "document_id" ON "physitrack_deliveries"
     FOR EACH ROW WHEN (NEW."document_id" IS NOT NULL)
     EXECUTE FUNCTION "document_owners_record"();
 
+CREATE TABLE "document_owners" (
+    "source_id" TEXT NOT NULL,
+    "patient_id" TEXT NOT NULL,
+    "document_id" BIGINT NOT NULL,
+
+    -- A patient's erasure and a source's offboarding look their PDFs up by the leading columns.
+    CONSTRAINT "document_owners_pkey" PRIMARY KEY ("source_id", "patient_id", "document_id"),
+    -- Deleting a document (purge --include-documents, an erasure) takes its owners with it.
+    CONSTRAINT "document_owners_document_id_fkey" FOREIGN KEY ("document_id") REFERENCES "documents"("id") ON DELETE CASCADE
+);
+-- Whether anyone else owns a PDF, and the cascade when one is deleted.
+CREATE INDEX "document_owners_document_id_idx" ON "document_owners"("document_id");
+
 -- The owners known today. A PDF whose deliveries retention purged before this release has none:
 -- `purge --include-documents` is what reaches those.
 INSERT INTO "document_owners" ("source_id", "patient_id", "document_id")
-SELECT DISTINCT "source_id", "patient_id", "document_id" FROM "physitrack_deliveries" WHERE "document_id" IS NOT NULL
+SELECT "source_id", "patient_id", "document_id" FROM "physitrack_deliveries" WHERE "document_id" IS NOT NULL
 UNION
 SELECT "source_id", "patient_id", "current_document_id" FROM "physitrack_programs" WHERE "current_document_id" IS NOT NULL;
