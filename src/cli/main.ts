@@ -14,6 +14,7 @@ import { patientCommands } from './commands/patients.js';
 import { programCommands } from './commands/programs.js';
 import { purgeCommands } from './commands/purge.js';
 import { sourceCommands } from './commands/sources.js';
+import { sourceDeleteCommand } from './commands/sources-delete.js';
 import { spoolCommands } from './commands/spool.js';
 import { statusCommands } from './commands/status.js';
 import { EXIT, UsageError, type CliIo, type Command, type OptionSpec, type OptionValues } from './output.js';
@@ -31,6 +32,7 @@ const COMMANDS: Command[] = [
   ...programCommands,
   ...purgeCommands,
   ...sourceCommands,
+  sourceDeleteCommand,
   ...spoolCommands,
 ];
 
