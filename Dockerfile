@@ -30,9 +30,9 @@ USER node
 EXPOSE 3000
 STOPSIGNAL SIGTERM
 # Slim images have no curl; /healthz checks the process only, so a database outage does not restart it.
-# dist/healthcheck.js asks where the service listens, as configured: HOST, PORT, and HTTPS when TLS_CERT_FILE is set.
+# dist/cli/healthcheck.js reads the configuration as the service does and asks /healthz where it listens (HTTPS with TLS_CERT_FILE).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["node", "dist/healthcheck.js"]
+  CMD ["node", "dist/cli/healthcheck.js"]
 # node as PID 1 receives SIGTERM itself (no npm wrapper), so main.ts drains and logs "stopped".
 # The flags are npm start's (a test keeps them equal); the small young generation frees download
 # buffers sooner, which keeps peak memory down during a burst of PDFs (README, Performance).

@@ -6,13 +6,13 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { freePort } from '../../src/db/embedded.js';
-import { checkHealth, healthTarget } from '../../src/healthcheck.js';
+import { checkHealth, healthTarget } from '../../src/http/health-probe.js';
 import { startService, type RunningService } from '../../src/server.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { captureLogs } from '../helpers/logs.js';
 import { testServerTls } from '../helpers/tls.js';
 
-// The image's HEALTHCHECK runs dist/healthcheck.js: it must find the service as it is configured,
+// The image's HEALTHCHECK runs dist/cli/healthcheck.js: it must find the service as it is configured,
 // over HTTPS when TLS_CERT_FILE is set (a plain request there marked a healthy container unhealthy).
 
 let database: TestDatabase;
@@ -31,17 +31,20 @@ async function serve(env: Record<string, string>): Promise<RunningService> {
   return startService(loadConfig({ ...base, ...env }), captureLogs().logger);
 }
 
+/** Where the check connects for these variables, read as the service reads them. */
+const targetOf = (env: Record<string, string>) => healthTarget(loadConfig({ NODE_ENV: 'test', ...env }));
+
 describe('the container health check', () => {
   it('connects where HOST binds: loopback for a wildcard, the address otherwise', () => {
-    expect(healthTarget({})).toEqual({ host: '127.0.0.1', port: 3000, tls: false });
-    expect(healthTarget({ HOST: '0.0.0.0', PORT: '3100' })).toEqual({ host: '127.0.0.1', port: 3100, tls: false });
-    expect(healthTarget({ HOST: '::' })).toMatchObject({ host: '127.0.0.1' });
-    expect(healthTarget({ HOST: '[::]' })).toMatchObject({ host: '127.0.0.1' });
-    expect(healthTarget({ HOST: '[::1]' })).toMatchObject({ host: '::1' });
-    expect(healthTarget({ HOST: '10.1.2.3', TLS_CERT_FILE: '/run/tls.crt' })).toEqual({ host: '10.1.2.3', port: 3000, tls: true });
+    expect(targetOf({})).toEqual({ host: '127.0.0.1', port: 3000, tls: false });
+    expect(targetOf({ HOST: '0.0.0.0', PORT: '3100' })).toEqual({ host: '127.0.0.1', port: 3100, tls: false });
+    expect(targetOf({ HOST: '::' })).toMatchObject({ host: '127.0.0.1' });
+    expect(targetOf({ HOST: '[::]' })).toMatchObject({ host: '127.0.0.1' });
+    expect(targetOf({ HOST: '[::1]' })).toMatchObject({ host: '::1' });
+    expect(targetOf({ HOST: '10.1.2.3', TLS_CERT_FILE: '/run/tls.crt', TLS_KEY_FILE: '/run/tls.key' })).toEqual({ host: '10.1.2.3', port: 3000, tls: true });
   });
 
-  it('finds the service healthy over HTTP and over HTTPS, and not where nothing listens, as the real script exits', async () => {
+  it('finds the service healthy over HTTP and over HTTPS, and not where nothing listens nor with a configuration it could not start with, as the real script exits', async () => {
     const tls = testServerTls();
     const [cert, key] = [path.join(dir, 'tls.crt'), path.join(dir, 'tls.key')];
     await writeFile(cert, tls.cert);
@@ -52,21 +55,25 @@ describe('the container health check', () => {
     try {
       // Not spawnSync: the services run in this process and must answer meanwhile.
       const script = (env: Record<string, string>) => new Promise<{ status: number | null; stderr: string }>((resolve) => {
-        const child = execFile(process.execPath, ['--import', 'tsx', 'src/healthcheck.ts'], { env: { PATH: process.env.PATH, ...env }, timeout: 20_000 }, (_err, _stdout, stderr) =>
+        const child = execFile(process.execPath, ['--import', 'tsx', 'src/cli/healthcheck.ts'], { env: { PATH: process.env.PATH, NODE_ENV: 'test', ...env }, timeout: 20_000 }, (_err, _stdout, stderr) =>
           resolve({ status: child.exitCode, stderr }));
       });
       const cases: { env: Record<string, string>; healthy: boolean }[] = [
         { env: { HOST: '127.0.0.1', PORT: String(plainPort) }, healthy: true },
-        { env: { HOST: '0.0.0.0', PORT: String(tlsPort), TLS_CERT_FILE: cert }, healthy: true },
+        { env: { HOST: '0.0.0.0', PORT: String(tlsPort), TLS_CERT_FILE: cert, TLS_KEY_FILE: key }, healthy: true },
         // A plain request to the TLS port: what the old HEALTHCHECK did.
         { env: { HOST: '0.0.0.0', PORT: String(tlsPort) }, healthy: false },
         { env: { HOST: '127.0.0.1', PORT: String(await freePort()) }, healthy: false },
       ];
       for (const { env, healthy } of cases) {
-        expect(await checkHealth(env), JSON.stringify(env)).toBe(healthy);
+        expect(await checkHealth(targetOf(env)), JSON.stringify(env)).toBe(healthy);
         const run = await script(env);
         expect(run.status, `${JSON.stringify(env)}: ${run.stderr}`).toBe(healthy ? 0 : 1);
       }
+      // TLS_CERT_FILE without its key: the service would not start; the check says so, and fails.
+      const broken = await script({ HOST: '127.0.0.1', PORT: String(tlsPort), TLS_CERT_FILE: cert });
+      expect(broken.status).toBe(1);
+      expect(broken.stderr).toContain('TLS_CERT_FILE, TLS_KEY_FILE');
     } finally {
       await plain.stop();
       await secure.stop();
@@ -78,12 +85,12 @@ describe('the container health check', () => {
     const sockets: net.Socket[] = [];
     const silent = net.createServer((socket) => void sockets.push(socket));
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    const port = String((silent.address() as net.AddressInfo).port);
+    const { port } = silent.address() as net.AddressInfo;
     try {
-      for (const env of [{ HOST: '127.0.0.1', PORT: port }, { HOST: '127.0.0.1', PORT: port, TLS_CERT_FILE: '/any' }]) {
+      for (const target of [{ host: '127.0.0.1', port, tls: false }, { host: '127.0.0.1', port, tls: true }]) {
         const started = performance.now();
-        expect(await checkHealth(env, 1000), JSON.stringify(env)).toBe(false);
-        expect(performance.now() - started, JSON.stringify(env)).toBeLessThan(1700); // a socket timeout alone took 2 s over HTTPS
+        expect(await checkHealth(target, 1000), JSON.stringify(target)).toBe(false);
+        expect(performance.now() - started, JSON.stringify(target)).toBeLessThan(1700); // a socket timeout alone took 2 s over HTTPS
       }
     } finally {
       for (const socket of sockets) socket.destroy();
@@ -93,6 +100,6 @@ describe('the container health check', () => {
 
   it('is what the Dockerfile runs, from the compiled dist/', async () => {
     const dockerfile = await readFile(new URL('../../Dockerfile', import.meta.url), 'utf8');
-    expect(dockerfile).toMatch(/^\s*CMD \["node", "dist\/healthcheck\.js"\]$/m);
+    expect(dockerfile).toMatch(/^\s*CMD \["node", "dist\/cli\/healthcheck\.js"\]$/m);
   });
 });
