@@ -26,9 +26,9 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function serve(env: Record<string, string>): Promise<RunningService> {
+async function serve(env: Record<string, string>, logs = captureLogs()): Promise<RunningService> {
   const base = { NODE_ENV: 'test', DATABASE_URL: database.url, METRICS_ENABLED: 'false', SHUTDOWN_DRAIN_MS: '0', DATA_DIR: dir };
-  return startService(loadConfig({ ...base, ...env }), captureLogs().logger);
+  return startService(loadConfig({ ...base, ...env }), logs.logger);
 }
 
 /** Where the check connects for these variables, read as the service reads them. */
@@ -51,8 +51,11 @@ describe('the container health check', () => {
     await writeFile(key, tls.key);
     const [plainPort, tlsPort] = [await freePort(), await freePort()];
     const plain = await serve({ HOST: '127.0.0.1', PORT: String(plainPort) });
-    const secure = await serve({ HOST: '127.0.0.1', PORT: String(tlsPort), TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
+    const secureLogs = captureLogs();
+    const secure = await serve({ HOST: '127.0.0.1', PORT: String(tlsPort), TLS_CERT_FILE: cert, TLS_KEY_FILE: key }, secureLogs);
     try {
+      // Its line names the scheme it serves (Fastify's own said http).
+      expect(secureLogs.entries().map((e) => e.msg)).toContain(`Server listening at https://127.0.0.1:${tlsPort}`);
       // Not spawnSync: the services run in this process and must answer meanwhile.
       const script = (env: Record<string, string>) => new Promise<{ status: number | null; stderr: string }>((resolve) => {
         const child = execFile(process.execPath, ['--import', 'tsx', 'src/cli/healthcheck.ts'], { env: { PATH: process.env.PATH, NODE_ENV: 'test', ...env }, timeout: 20_000 }, (_err, _stdout, stderr) =>
